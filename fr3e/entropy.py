@@ -1,0 +1,100 @@
+"""Token-wise uncertainty of a sampled trajectory (paper §3, "first return": locating the forks).
+
+The paper ranks positions by the policy's full-vocabulary entropy H_t = -Σ_v π(v|q,τ<t) log π(v|q,τ<t).
+The authors' released code ranks by the *surprisal* of the sampled token, -log π(τ_t|q,τ<t), instead.
+Both, plus two controls, sit behind one interface so the choice is a config field (`fr3e.scorer`):
+
+    entropy    exact H_t in nats from the trainer's own forward pass (paper; our default)
+    surprisal  -log π(τ_t) of the sampled token (authors' code)
+    random     i.i.d. uniform scores (control: are *high-entropy* forks what matters?)
+    newline    1 at the first token after a "\\n\\n" step boundary, 0 elsewhere (step-level control)
+
+Deviations: none from the paper's formula. `token_entropy` works in fp32 even for bf16 logits (bf16
+log-softmax loses ~2 significant digits on a 152k vocabulary) and is chunked over T so a (B, T, 152k)
+input needs no second full-size temporary.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SCORER_NAMES = ("entropy", "surprisal", "random", "newline")
+
+
+def token_entropy(logits: torch.Tensor, mask: torch.Tensor | None = None, chunk: int = 128) -> torch.Tensor:
+    """Exact full-vocabulary entropy of every position.
+
+    logits: (B, T, V) any float dtype (raw, temperature 1).
+    mask:   (B, T) bool, True at positions to score; masked positions return 0.
+    chunk:  positions per slice of T (bounds the fp32 temporary to B·chunk·V floats).
+    returns (B, T) float32, nats.
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be (B, T, V), got shape {tuple(logits.shape)}")
+    B, T, _ = logits.shape
+    out = torch.empty(B, T, dtype=torch.float32, device=logits.device)
+    for start in range(0, T, chunk):
+        x = logits[:, start:start + chunk].float()  # (B, c, V) fp32 copy of one slice only
+        logp = torch.log_softmax(x, dim=-1)
+        out[:, start:start + chunk] = -(logp.exp() * logp).sum(-1)  # (B, c)
+    if mask is not None:
+        out = out.masked_fill(~mask.bool(), 0.0)
+    return out
+
+
+def surprisal(token_logprobs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """-log π(τ_t) of the sampled tokens (the authors' uncertainty).
+
+    token_logprobs: (B, T) log-probs of the tokens actually sampled; mask: (B, T) bool.
+    returns (B, T) float32, nats; masked positions 0.
+    """
+    out = -token_logprobs.float()
+    if mask is not None:
+        out = out.masked_fill(~mask.bool(), 0.0)
+    return out
+
+
+def random_scores(mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform(0, 1) scores on valid positions (control scorer). mask: (B, T) bool -> (B, T) float32."""
+    scores = torch.rand(mask.shape, generator=generator, dtype=torch.float32)
+    return scores.masked_fill(~mask.bool(), 0.0)
+
+
+def newline_scores(response_ids: torch.Tensor, mask: torch.Tensor, newline_id: int) -> torch.Tensor:
+    """1.0 at every position that starts a new step (the token after "\\n\\n"), 0 elsewhere.
+
+    response_ids: (B, T) long; mask: (B, T) bool; newline_id: id of the "\\n" token.
+    With several boundaries and K smaller than their count, `select_anchors` keeps the earliest.
+    """
+    nl = response_ids == newline_id  # (B, T)
+    boundary = torch.zeros_like(nl)
+    boundary[:, 2:] = nl[:, :-2] & nl[:, 1:-1]
+    return (boundary & mask.bool()).float()
+
+
+def uncertainty_scores(
+    scorer: str,
+    *,
+    mask: torch.Tensor,
+    entropies: torch.Tensor | None = None,
+    token_logprobs: torch.Tensor | None = None,
+    response_ids: torch.Tensor | None = None,
+    newline_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Dispatch to one scorer by name; every input and the output are (B, T), aligned on response tokens."""
+    if scorer == "entropy":
+        if entropies is None:
+            raise ValueError("scorer 'entropy' needs entropies (B, T) from token_entropy")
+        return entropies.float().masked_fill(~mask.bool(), 0.0)
+    if scorer == "surprisal":
+        if token_logprobs is None:
+            raise ValueError("scorer 'surprisal' needs token_logprobs (B, T)")
+        return surprisal(token_logprobs, mask)
+    if scorer == "random":
+        return random_scores(mask, generator)
+    if scorer == "newline":
+        if response_ids is None or newline_id is None:
+            raise ValueError("scorer 'newline' needs response_ids (B, T) and newline_id")
+        return newline_scores(response_ids, mask, newline_id)
+    raise ValueError(f"unknown scorer {scorer!r}; use one of {list(SCORER_NAMES)}")

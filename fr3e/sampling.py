@@ -1,0 +1,49 @@
+"""Which rollouts are kept and which groups train (GRPO++ rejection sampling; authors' base selection).
+
+- `select_base_trajectories`: of the base trajectories of one prompt, keep at most `keep_right` correct and
+  `keep_wrong` wrong ones, in sampling order (authors' code: ≤1 + ≤1). Base trajectories are never trained
+  on; they only supply anchors.
+- `signal_groups`: dynamic sampling (DAPO §3.2, the "++" of GRPO++): a group whose rewards are all equal
+  (All-Right or All-Wrong) has zero advantage everywhere and no gradient, so it is dropped and the batch is
+  refilled from further prompts. Here groups are dropped only *after* values and α are computed.
+- `group_outcomes`: All-Right / All-Wrong / mixed labels for the composition figures (paper Figs. 7-8).
+"""
+
+from __future__ import annotations
+
+import torch
+
+ALL_RIGHT, ALL_WRONG, MIXED = "all_right", "all_wrong", "mixed"
+
+
+def select_base_trajectories(rewards: list[float], keep_right: int = 1, keep_wrong: int = 1) -> list[int]:
+    """Indices (ascending) of the kept base trajectories of one prompt.
+
+    rewards: the G_base binary rewards in sampling order.
+    """
+    kept, right, wrong = [], 0, 0
+    for i, r in enumerate(rewards):
+        if r > 0.5 and right < keep_right:
+            kept.append(i)
+            right += 1
+        elif r <= 0.5 and wrong < keep_wrong:
+            kept.append(i)
+            wrong += 1
+    return kept
+
+
+def signal_groups(rewards: torch.Tensor) -> torch.Tensor:
+    """Groups that carry a learning signal (rewards not all equal).
+
+    rewards: (S, M) float. returns (S,) bool.
+    """
+    return (rewards.max(dim=-1).values - rewards.min(dim=-1).values) > 0
+
+
+def group_outcomes(rewards: torch.Tensor) -> list[str]:
+    """'all_right' / 'all_wrong' / 'mixed' per group. rewards: (S, M) binary."""
+    lo, hi = rewards.min(dim=-1).values, rewards.max(dim=-1).values
+    out = []
+    for a, b in zip(lo.tolist(), hi.tolist()):
+        out.append(ALL_RIGHT if a > 0.5 else ALL_WRONG if b <= 0.5 else MIXED)
+    return out

@@ -1,0 +1,112 @@
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fr3e.config import (
+    ConfigError,
+    FR3EConfig,
+    GRPOConfig,
+    OptimConfig,
+    TrainConfig,
+    apply_overrides,
+    diff_configs,
+    field_help,
+    load_config,
+    save_config,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("cls", [FR3EConfig, GRPOConfig, OptimConfig, TrainConfig])
+def test_every_field_has_help(cls):
+    for name, text in field_help(cls).items():
+        assert len(text) > 10, f"{cls.__name__}.{name} has no help line"
+
+
+@pytest.mark.parametrize("ctor,match", [
+    (lambda: FR3EConfig(num_anchors=0), "K >= 1"),
+    (lambda: FR3EConfig(continuations_per_state=1), "M >= 2"),
+    (lambda: FR3EConfig(scorer="vibes"), "scorer"),
+    (lambda: FR3EConfig(modulation="x"), "modulation"),
+    (lambda: FR3EConfig(keep_right=0, keep_wrong=0), "keep at least one"),
+    (lambda: GRPOConfig(rollouts_per_prompt=1), "G >= 2"),
+    (lambda: OptimConfig(eps_low=1.0), "eps_low"),
+    (lambda: OptimConfig(eps_high=-0.1), "eps_high"),
+    (lambda: OptimConfig(dual_clip=0.5), "dual_clip"),
+    (lambda: OptimConfig(lr=0), "lr"),
+    (lambda: TrainConfig(method="ppo"), "method"),
+])
+def test_impossible_values_rejected(ctor, match):
+    with pytest.raises(ConfigError, match=match):
+        ctor()
+
+
+def test_yaml_round_trip_and_unknown_key(tmp_path):
+    cfg = apply_overrides(TrainConfig(), ["fr3e.num_anchors=2", "optim.lr=1e-4", "name=x", "grpo.dynamic_sampling=false"])
+    assert cfg.fr3e.num_anchors == 2 and cfg.optim.lr == 1e-4 and cfg.grpo.dynamic_sampling is False
+    path = tmp_path / "c.yaml"
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+    path.write_text(yaml.safe_dump({"fr3e": {"num_anchor": 3}}))
+    with pytest.raises(ConfigError, match=r"fr3e\.'num_anchor'.*Did you mean 'num_anchors'.*Valid keys"):
+        load_config(path)
+    path.write_text(yaml.safe_dump({"optimm": {}}))
+    with pytest.raises(ConfigError, match="Did you mean 'optim'"):
+        load_config(path)
+
+
+def test_override_errors():
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides(TrainConfig(), ["fr3e.num_anchors"])
+    with pytest.raises(ConfigError, match="expected a int"):
+        apply_overrides(TrainConfig(), ["fr3e.num_anchors=two"])
+    with pytest.raises(ConfigError, match="section"):
+        apply_overrides(TrainConfig(), ["fr3e=3"])
+    with pytest.raises(ConfigError, match="Did you mean 'eps_high'"):
+        apply_overrides(TrainConfig(), ["optim.eps_hi=0.3"])
+
+
+def test_diff_configs_names_fields():
+    a = TrainConfig().to_dict()
+    b = apply_overrides(TrainConfig(), ["fr3e.num_anchors=2"]).to_dict()
+    assert diff_configs(a, b) == ["fr3e.num_anchors: 4 -> 2"]
+
+
+def test_grpo_pp_forces_no_modulation():
+    assert TrainConfig(method="grpo_pp").modulation == "none"
+    assert TrainConfig(method="fr3e").modulation == "paper"
+
+
+def _names(reqs):
+    return {re.split(r"[<>=!\[ ;]", r.strip(), maxsplit=1)[0].lower() for r in reqs}
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = _names(project["dependencies"])
+    for extra in ("notebooks", "dev"):
+        wanted |= _names(project["optional-dependencies"][extra])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = _names(p for p in pip if not p.startswith("-"))
+    assert listed == wanted
+    assert any("constraints.txt" in p for p in pip)
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_constraints_pin_cpu_torch():
+    assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text().split()
+
+
+def test_yaml_types_checked(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 1e-4\n  eps_high: 1\nfr3e:\n  num_anchors: 2\n")
+    cfg = load_config(path)
+    assert cfg.optim.lr == 1e-4 and isinstance(cfg.optim.eps_high, float)
+    path.write_text("fr3e:\n  num_anchors: four\n")
+    with pytest.raises(ConfigError, match="fr3e.num_anchors='four' should be a int"):
+        load_config(path)

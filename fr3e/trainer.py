@@ -1,0 +1,744 @@
+"""The training loop for FR3E and GRPO++ (paper §3; DESIGN.md "One training step").
+
+One step, top to bottom (`Trainer.step`):
+
+    prompts ─engine→ base trajectories ─reward→ keep ≤ keep_right right + ≤ keep_wrong wrong
+      ─trainer forward (no grad)→ entropy / surprisal ─select_anchors→ anchors ─build_states→ keyed states
+      ─engine (M per state, fixed budget)→ continuations ─reward(prefix ⊕ continuation)→ r
+      ─state_values→ V ─modulation→ α ─keyed_advantages→ A = α·Â
+      ─dynamic sampling (drop zero-signal groups; refill up to a cap)→ batch
+      ─policy_loss on continuation tokens (global token mean) → backward → optimizer step(s) → sync engine
+
+GRPO++ is the same loop with the branching switched off: every prompt has the single state S_0,
+G = `grpo.rollouts_per_prompt` rollouts of budget `data.max_response_tokens`, and α ≡ 1.
+
+Batch target: `data.prompts_per_step` prompts *that keep at least one group carrying signal* after
+dynamic sampling (DAPO counts prompts the same way). A refill round samples another `prompts_per_step`
+prompts per process; at most `grpo.max_refill_rounds` refills per step, after which the step trains on
+what it has. The number of trained groups and continuations is logged beside it.
+
+Distributed (Accelerate): each process generates for its own prompts, so every group is complete on one
+process; the token count that normalises the loss is summed over processes, and the processes run the
+same number of backward passes per update (a process with fewer micro-batches runs zero-weight ones), so
+DDP and FSDP gradient reductions line up. DDP averages gradients over processes; the loss is multiplied by
+the world size to turn that average back into the global token mean.
+
+Deviations from the authors' code are listed in the modules that implement each piece; here: several
+optimizer steps per rollout batch (`optim.updates_per_batch`, so Clip-Higher can act), rewards of every
+state computed before filtering, generation seeds derived from (seed, step, round, process) so that a
+resumed run reproduces an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fr3e import anchors as anchors_mod
+from fr3e import entropy as entropy_mod
+from fr3e.advantages import keyed_advantages
+from fr3e.branching import SHARED, State, StateKey, build_states, value_chains
+from fr3e.config import TrainConfig
+from fr3e.io import append_jsonl, atomic_write_json
+from fr3e.losses import policy_loss
+from fr3e.modulation import modulation_by_key
+from fr3e.runlog import RunDir
+from fr3e.sampling import ALL_RIGHT, ALL_WRONG, group_outcomes, select_base_trajectories, signal_groups
+from fr3e.values import state_values, wilson_interval
+
+logger = logging.getLogger(__name__)
+
+ADV_EDGES = np.linspace(-2.0, 2.0, 41)  # fixed histogram edges so steps and runs are comparable
+TIMING_KEYS = ("time_generate", "time_score", "time_forward", "time_backward", "time_other", "time_step",
+               "time_eval", "wall")
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue (non-finite loss or reward, ...); the message names the step and cause."""
+
+
+def derive_seed(*parts) -> int:
+    """A 62-bit seed from any tuple of ints/strings (stable across processes and Python versions)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
+
+
+# --------------------------------------------------------------------------------------------- data
+@dataclass
+class PromptItem:
+    """One training prompt in a step: a step-unique id, its token ids and gold answer."""
+
+    prompt_id: int
+    ids: list[int]
+    answer: str
+    text: str
+
+
+@dataclass
+class Rollout:
+    """One continuation that may train: the state it came from, its tokens, reward and advantage."""
+
+    key: StateKey
+    prefix_ids: list[int]
+    prompt_len: int
+    completion_ids: list[int]
+    engine_logprobs: list[float]
+    reward: float
+    advantage: float = 0.0
+
+
+@dataclass
+class PromptWork:
+    """Everything one prompt produced in one step (before and after dynamic sampling)."""
+
+    prompt: PromptItem
+    states: list[State]
+    rewards: dict[StateKey, list[float]]
+    rollouts: list[Rollout]
+    base: dict = field(default_factory=dict)  # base trajectories and anchors (FR3E), for logs and samples
+    values: dict[StateKey, float] = field(default_factory=dict)
+    alpha: dict[str, dict[StateKey, float]] = field(default_factory=dict)
+
+
+class PromptStream:
+    """An endless, seeded, epoch-shuffled stream of training-set indices; its position is checkpointed."""
+
+    def __init__(self, size: int, seed: int, position: int = 0):
+        if size < 1:
+            raise ValueError("the training set is empty")
+        self.size, self.seed, self.position = size, seed, position
+
+    def take(self, count: int) -> list[int]:
+        out = []
+        for _ in range(count):
+            epoch, offset = divmod(self.position, self.size)
+            order = np.random.default_rng(derive_seed(self.seed, "epoch", epoch)).permutation(self.size)
+            out.append(int(order[offset]))
+            self.position += 1
+        return out
+
+
+# ------------------------------------------------------------------------------------ model pieces
+def load_policy(config: TrainConfig, cache_dir: str | Path = "runs/cache", progress: bool = True):
+    """(model, tokenizer, model_source) for the config's profile."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, config.model.dtype)
+    if config.profile == "tiny":
+        from fr3e.tasks.tokenizer import load_tokenizer
+        from fr3e.tasks.warm_start import warm_start
+
+        base = config.model.base
+        source = Path(base) if Path(base).is_dir() else warm_start(base, cache_dir=cache_dir, progress=progress)
+        tokenizer = load_tokenizer(source)
+    else:
+        from transformers import AutoTokenizer
+
+        source = config.model.base
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype)
+    if config.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, str(source)
+
+
+def load_train_prompts(config: TrainConfig):
+    """The training set as a `datasets.Dataset` with `prompt` and `answer` columns."""
+    if config.data.train == "tiny/train":
+        from fr3e.tasks.arithmetic import make_split
+
+        return make_split("train", config.data.train_size or 4096, seed=0)
+    if config.data.train == "paper/train":
+        from fr3e.data import load_train_mix
+
+        return load_train_mix()
+    raise ValueError(f"data.train={config.data.train!r}: use 'tiny/train' or 'paper/train'")
+
+
+def encode_prompt(config: TrainConfig, tokenizer, text: str) -> list[int]:
+    if config.profile == "tiny":
+        return tokenizer(text).input_ids
+    from fr3e.data import chat_prompt
+
+    return chat_prompt(tokenizer, text)
+
+
+def pad_right(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) ids and bool mask from ragged rows, right-padded."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = True
+    return ids, mask
+
+
+def token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, want_entropy: bool = False):
+    """Log-prob of every next token, and optionally the full-vocabulary entropy, aligned on targets.
+
+    ids, mask: (B, L). returns logp (B, L-1) for targets ids[:, 1:], entropy (B, L-1) or None.
+    """
+    logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1]  # (B, L-1, V)
+    logits = logits.float()
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, L-1)
+    ent = entropy_mod.token_entropy(logits.detach(), mask[:, 1:]) if want_entropy else None
+    return logp, ent
+
+
+# ------------------------------------------------------------------------------------------ trainer
+class Trainer:
+    """Builds everything once, then `run()` calls `step()` until `config.steps`."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True,
+                 cache_dir: str | Path = "runs/cache"):
+        from accelerate import Accelerator
+
+        self.config = config
+        self.progress = progress
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.rank = self.accelerator.process_index
+        self.world = self.accelerator.num_processes
+        self.run = RunDir(run_dir)
+        if self.accelerator.is_main_process:
+            self.run.prepare(config, self.world)
+        self.accelerator.wait_for_everyone()
+        torch.manual_seed(config.seed)
+        model, self.tokenizer, self.model_source = load_policy(config, cache_dir, progress)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr,
+                                      weight_decay=config.optim.weight_decay)
+        warm = config.optim.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.engine = self._build_engine()
+        self.train_set = load_train_prompts(config)
+        self.stream = PromptStream(len(self.train_set), config.seed)
+        self.step_index = 0
+        self.wall = 0.0
+        self.newline_id = self.tokenizer.convert_tokens_to_ids("\n") if config.fr3e.scorer == "newline" else None
+
+    # -------------------------------------------------------------------------------- components
+    def _build_engine(self):
+        cfg = self.config.rollout
+        policy = self.accelerator.unwrap_model(self.model)
+        if cfg.engine == "vllm":
+            from fr3e.engines.vllm import VLLMEngine
+
+            return VLLMEngine(self.model_source, tokenizer=self.tokenizer,
+                              gpu_memory_utilization=cfg.gpu_memory_utilization,
+                              tensor_parallel_size=cfg.tensor_parallel_size, dtype=self.config.model.dtype,
+                              seed=self.config.seed)
+        from fr3e.engines.hf import HFEngine
+
+        return HFEngine(policy, self.tokenizer, batch_size=cfg.batch_size)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _reward(self, text: str, answer: str) -> float:
+        from fr3e.rewards import reward
+
+        return reward(text, answer)
+
+    def _seed(self, *parts) -> int:
+        return derive_seed(self.config.seed, self.step_index, self.rank, *parts)
+
+    def _sample(self, prompt_ids: list[list[int]], n: int, max_new: int, tag: str):
+        cfg = self.config.rollout
+        return self.engine.generate(prompt_ids, n=n, max_new_tokens=max_new, temperature=cfg.temperature,
+                                    top_p=cfg.top_p, seed=self._seed(tag))
+
+    # ----------------------------------------------------------------------------- one round
+    def _take_prompts(self, count: int, round_index: int) -> list[PromptItem]:
+        """This process's share of `count` prompts for one generation round."""
+        idx = self.stream.take(count * self.world)[self.rank:: self.world]
+        items = []
+        for j, i in enumerate(idx):
+            row = self.train_set[i]
+            ids = encode_prompt(self.config, self.tokenizer, row["prompt"])
+            if len(ids) > self.config.data.max_prompt_tokens:
+                continue
+            pid = (round_index * count + j) * self.world + self.rank  # unique across rounds and processes
+            items.append(PromptItem(pid, ids, str(row["answer"]), row["prompt"]))
+        return items
+
+    def _first_return(self, prompts: list[PromptItem], timer: dict) -> list[tuple[PromptItem, list[State], dict]]:
+        """Base trajectories → kept ones → uncertainty → anchors → states (FR3E only)."""
+        cfg = self.config.fr3e
+        t0 = time.perf_counter()
+        base = self._sample([p.ids for p in prompts], cfg.base_per_prompt, self.config.data.max_response_tokens, "base")
+        timer["time_generate"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        kept: list[tuple[PromptItem, int, list[int], float]] = []  # (prompt, traj_id, response, reward)
+        base_rewards = []
+        for p, comps in zip(prompts, base):
+            rewards = [self._reward(self._decode(c.token_ids), p.answer) for c in comps]
+            base_rewards.extend(rewards)
+            for i in select_base_trajectories(rewards, cfg.keep_right, cfg.keep_wrong):
+                kept.append((p, p.prompt_id * cfg.base_per_prompt + i, comps[i].token_ids, rewards[i]))
+        timer["time_score"] += time.perf_counter() - t0
+        timer["base_rewards"] = base_rewards
+        timer["base_lengths"] = [len(c.token_ids) for comps in base for c in comps]
+        # Uncertainty from the trainer's own forward pass over prompt ⊕ response.
+        t0 = time.perf_counter()
+        if kept:
+            rows = [p.ids + resp for p, _, resp, _ in kept]
+            ids, mask = pad_right(rows, self.tokenizer.pad_token_id)
+            with torch.no_grad():
+                logp, ent = token_logprobs(self.model, ids, mask, want_entropy=True)  # (B, L-1)
+            T = max(len(r) for _, _, r, _ in kept)
+            resp_mask = torch.zeros(len(kept), T, dtype=torch.bool)
+            resp_ent = torch.zeros(len(kept), T)
+            resp_logp = torch.zeros(len(kept), T)
+            resp_ids = torch.full((len(kept), T), self.tokenizer.pad_token_id, dtype=torch.long)
+            for b, (p, _, resp, _) in enumerate(kept):
+                s, n = len(p.ids) - 1, len(resp)  # target index of response token 0
+                resp_mask[b, :n] = True
+                resp_ent[b, :n] = ent[b, s: s + n]
+                resp_logp[b, :n] = logp[b, s: s + n]
+                resp_ids[b, :n] = torch.tensor(resp, dtype=torch.long)
+        timer["time_forward"] += time.perf_counter() - t0
+        if kept:
+            eos = self.tokenizer.eos_token_id
+            ends = torch.tensor([len(r) > 0 and r[-1] == eos for _, _, r, _ in kept])
+            gen = torch.Generator().manual_seed(self._seed("random-scorer"))
+            scores = entropy_mod.uncertainty_scores(
+                cfg.scorer, mask=resp_mask, entropies=resp_ent, token_logprobs=resp_logp, response_ids=resp_ids,
+                newline_id=self.newline_id, generator=gen)  # (B, T)
+            eligible = anchors_mod.eligible_positions(resp_mask, ends)
+            anchor_pos = anchors_mod.select_anchors(scores, eligible, cfg.num_anchors, cfg.min_anchor_gap)  # (B, K)
+            timer["entropy_base"] = (resp_ent.sum() / resp_mask.sum().clamp(min=1)).item()
+        out = []
+        by_prompt: dict[int, list[int]] = defaultdict(list)
+        for b, (p, *_rest) in enumerate(kept):
+            by_prompt[p.prompt_id].append(b)
+        for p in prompts:
+            rows = by_prompt.get(p.prompt_id, [])
+            trajs = [(kept[b][1], kept[b][2], anchor_pos[b].tolist()) for b in rows]
+            states = build_states(p.prompt_id, p.ids, trajs)
+            info = {"trajectories": [
+                {"trajectory_id": kept[b][1], "response": kept[b][2], "reward": kept[b][3],
+                 "anchors": [a for a in anchor_pos[b].tolist() if a >= 0],
+                 "entropy": resp_ent[b, : len(kept[b][2])].tolist(),
+                 "scores": scores[b, : len(kept[b][2])].tolist()} for b in rows]}
+            out.append((p, states, info))
+        return out
+
+    def _explore(self, prompts: list[PromptItem], timer: dict) -> list[PromptWork]:
+        """States → M continuations each → rewards → V, α, A (before any filtering)."""
+        cfg = self.config
+        if cfg.method == "fr3e":
+            planned = self._first_return(prompts, timer)
+            m, budget = cfg.fr3e.continuations_per_state, cfg.continuation_budget
+        else:
+            planned = [(p, build_states(p.prompt_id, p.ids, []), {}) for p in prompts]
+            m, budget = cfg.grpo.rollouts_per_prompt, cfg.data.max_response_tokens
+        states = [s for _, sts, _ in planned for s in sts]
+        t0 = time.perf_counter()
+        conts = self._sample([s.prefix_ids for s in states], m, budget, "explore") if states else []
+        timer["time_generate"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        answers = {p.prompt_id: p.answer for p, _, _ in planned}
+        by_key = {}
+        for s, comps in zip(states, conts):
+            rolls = []
+            for c in comps:
+                prefix_resp = s.prefix_ids[s.prompt_len:]
+                scored = prefix_resp + c.token_ids if cfg.fr3e.score_prefix else c.token_ids
+                r = self._reward(self._decode(scored), answers[s.key.prompt_id])
+                rolls.append(Rollout(s.key, s.prefix_ids, s.prompt_len, c.token_ids, c.logprobs, r))
+            by_key[s.key] = rolls
+        timer["time_score"] += time.perf_counter() - t0
+        works = []
+        for p, sts, info in planned:
+            rewards = {s.key: [r.reward for r in by_key[s.key]] for s in sts}
+            values = {k: float(state_values(torch.tensor([v]))[0]) for k, v in rewards.items()}
+            chains = value_chains(sts)
+            alpha = {variant: modulation_by_key(chains, values, variant) for variant in ("paper", "official", "none")}
+            rolls = [r for s in sts for r in by_key[s.key]]
+            adv = keyed_advantages(torch.tensor([r.reward for r in rolls]), [r.key for r in rolls],
+                                   alpha[cfg.modulation], cfg.grpo.advantage_scale)
+            for r, a in zip(rolls, adv.tolist()):
+                r.advantage = a
+            works.append(PromptWork(p, sts, rewards, rolls, info, values, alpha))
+        return works
+
+    def _collect(self, timer: dict) -> tuple[list[PromptWork], list[PromptWork], int]:
+        """Generation rounds until the batch target of signal-carrying prompts is met or the cap hit."""
+        cfg = self.config
+        target = cfg.data.prompts_per_step
+        per_rank = max(1, math.ceil(target / self.world))
+        all_works: list[PromptWork] = []
+        kept: list[PromptWork] = []
+        rounds = 0
+        while True:
+            works = self._explore(self._take_prompts(per_rank, rounds), timer)
+            all_works.extend(works)
+            for w in works:
+                if cfg.grpo.dynamic_sampling:
+                    signal = signal_groups(torch.tensor([w.rewards[s.key] for s in w.states]))
+                    live = {s.key for s, ok in zip(w.states, signal.tolist()) if ok}
+                    w.rollouts = [r for r in w.rollouts if r.key in live]
+                if w.rollouts:
+                    kept.append(w)
+            have = self._sum(len(kept))
+            if not cfg.grpo.dynamic_sampling or have >= target or rounds >= cfg.grpo.max_refill_rounds:
+                break
+            rounds += 1
+        # Trim to the target (per process share), keeping sampling order.
+        return all_works, kept[:per_rank], rounds
+
+    def _sum(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([float(value)], device=self.accelerator.device)
+        return self.accelerator.reduce(t, reduction="sum").item()
+
+    def _gmean(self, values: list[float]) -> float:
+        """Mean over all processes."""
+        n = self._sum(len(values))
+        return self._sum(float(sum(values))) / n if n else float("nan")
+
+    def _counts(self, outcomes: list[str], prefix: str) -> dict:
+        """All-Right / All-Wrong / mixed group counts, summed over processes."""
+        right, wrong = outcomes.count(ALL_RIGHT), outcomes.count(ALL_WRONG)
+        return {f"{prefix}_all_right": int(self._sum(right)), f"{prefix}_all_wrong": int(self._sum(wrong)),
+                f"{prefix}_mixed": int(self._sum(len(outcomes) - right - wrong))}
+
+    def _max(self, value: int) -> int:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], device=self.accelerator.device)
+        return int(self.accelerator.gather(t).max().item())
+
+    # ------------------------------------------------------------------------------- update
+    def _update(self, rollouts: list[Rollout], timer: dict) -> dict:
+        """Old log-probs (no grad) once, then `updates_per_batch` optimizer steps over mini-batches."""
+        cfg = self.config.optim
+        pad = self.tokenizer.pad_token_id
+        rows = [r.prefix_ids + r.completion_ids for r in rollouts]
+        starts = [len(r.prefix_ids) - 1 for r in rollouts]  # target index of the first continuation token
+        lens = [len(r.completion_ids) for r in rollouts]
+        adv = torch.tensor([r.advantage for r in rollouts], dtype=torch.float32)
+        mb = cfg.micro_batch_size
+        # Old log-probs and entropy, micro-batched.
+        t0 = time.perf_counter()
+        old, ent_sum, tok_sum, gap_sum = [], 0.0, 0, 0.0
+        with torch.no_grad():
+            for s in range(0, len(rows), mb):
+                ids, mask = pad_right(rows[s: s + mb], pad)
+                logp, ent = token_logprobs(self.model, ids, mask, want_entropy=True)
+                tmask = self._target_mask(logp.shape, starts[s: s + mb], lens[s: s + mb])
+                old.append((logp, tmask))
+                ent_sum += ent[tmask].sum().item()
+                tok_sum += int(tmask.sum())
+                for b, r in enumerate(rollouts[s: s + mb]):
+                    eng = torch.tensor(r.engine_logprobs, dtype=torch.float32)
+                    gap_sum += (logp[b][tmask[b]] - eng).abs().sum().item()
+        timer["time_forward"] += time.perf_counter() - t0
+        stats = defaultdict(float)
+        stats["entropy"] = ent_sum / tok_sum if tok_sum else float("nan")
+        stats["logprob_gap"] = gap_sum / max(tok_sum, 1)
+        # Mini-batches: a seeded permutation split into `updates_per_batch` parts.
+        t0 = time.perf_counter()
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(self._seed("minibatch")))
+        parts = [order[i:: cfg.updates_per_batch].sort().values.tolist() for i in range(cfg.updates_per_batch)]
+        n_updates = self._max(len(parts))
+        for u in range(n_updates):
+            part = parts[u] if u < len(parts) else []
+            tokens_global = self._sum(sum(lens[i] for i in part))
+            seqs_global = self._sum(len(part))
+            micro = [part[s: s + mb] for s in range(0, len(part), mb)]
+            n_micro = self._max(len(micro))
+            self.optimizer.zero_grad(set_to_none=True)
+            for k in range(n_micro):
+                chunk = micro[k] if k < len(micro) else []
+                sync = contextlib.nullcontext() if k == n_micro - 1 else self.accelerator.no_sync(self.model)
+                with sync:
+                    loss, st = self._micro_loss(chunk, rows, starts, lens, adv, old, mb, tokens_global, seqs_global)
+                    self.accelerator.backward(loss * self.world)
+                for name, v in st.items():
+                    stats[name] += float(v)
+                stats["loss"] += float(loss.detach())
+            if not math.isfinite(stats["loss"]):
+                raise TrainingError(
+                    f"step {self.step_index + 1}: the policy loss is {stats['loss']} (non-finite). Likely cause: "
+                    f"a learning rate too high for this model (optim.lr={cfg.lr}) or log-probs of -inf from a "
+                    "sampler/trainer mismatch; lower optim.lr or check rollout.temperature/top_p.")
+            if cfg.grad_clip > 0:
+                gn = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                stats["grad_norm"] += float(gn) / n_updates
+            self.optimizer.step()
+        self.scheduler.step()
+        timer["time_backward"] += time.perf_counter() - t0
+        stats["loss"] /= max(n_updates, 1)
+        return stats
+
+    @staticmethod
+    def _target_mask(shape, starts, lens) -> torch.Tensor:
+        m = torch.zeros(shape, dtype=torch.bool)  # (B, L-1)
+        for b, (s, n) in enumerate(zip(starts, lens)):
+            m[b, s: s + n] = True
+        return m
+
+    def _micro_loss(self, chunk, rows, starts, lens, adv, old, mb, tokens_global, seqs_global):
+        cfg = self.config.optim
+        if not chunk:  # zero-weight pass so every process runs the same number of backward calls
+            dummy = rows[:1] or [[self.tokenizer.eos_token_id] * 2]
+            ids, mask = pad_right(dummy, self.tokenizer.pad_token_id)
+            logp, _ = token_logprobs(self.model, ids, mask)
+            return logp.sum() * 0.0, {}
+        ids, mask = pad_right([rows[i] for i in chunk], self.tokenizer.pad_token_id)
+        logp, _ = token_logprobs(self.model, ids, mask)
+        tmask = self._target_mask(logp.shape, [starts[i] for i in chunk], [lens[i] for i in chunk])
+        old_logp = torch.zeros_like(logp)
+        for b, i in enumerate(chunk):
+            o, om = old[i // mb]
+            row_old = o[i % mb][om[i % mb]]
+            old_logp[b][tmask[b]] = row_old
+        loss, st = policy_loss(logp, old_logp, adv[chunk], tmask, cfg.eps_low, cfg.eps_high, cfg.dual_clip,
+                               cfg.loss_aggregation, num_tokens=max(tokens_global, 1), num_seqs=max(seqs_global, 1))
+        return loss, st
+
+    # --------------------------------------------------------------------------------- step
+    def step(self) -> dict:
+        t_start = time.perf_counter()
+        timer = defaultdict(float)
+        engine_before = (self.engine.counters.generated_tokens, self.engine.counters.prompt_tokens)
+        all_works, kept, rounds = self._collect(timer)
+        self._last_works = all_works
+        rollouts = [r for w in kept for r in w.rollouts]
+        rewards_all = [x for w in all_works for v in w.rewards.values() for x in v]
+        if any(not math.isfinite(x) for x in rewards_all):
+            raise TrainingError(f"step {self.step_index + 1}: a reward is NaN/inf; the reward function must return "
+                                "finite 0/1 values (see fr3e.rewards.reward).")
+        # Every process enters the update (collectives inside), even one whose groups were all filtered.
+        stats = self._update(rollouts, timer) if rollouts or self.world > 1 else {"entropy": float("nan"), "loss": 0.0}
+        if not rollouts:
+            logger.warning("step %d: no group carried signal after %d refills; no update", self.step_index + 1, rounds)
+        self.engine.sync_weights(self.accelerator.unwrap_model(self.model))
+        self.step_index += 1
+        row = self._metrics_row(all_works, kept, rollouts, rounds, stats, timer, engine_before)
+        row["time_step"] = time.perf_counter() - t_start
+        row["time_other"] = row["time_step"] - sum(timer[k] for k in ("time_generate", "time_score", "time_forward",
+                                                                      "time_backward"))
+        return row
+
+    def _metrics_row(self, all_works, kept, rollouts, rounds, stats, timer, engine_before) -> dict:
+        cfg = self.config
+        state_rewards = [w.rewards[s.key] for w in all_works for s in w.states]
+        outcomes = group_outcomes(torch.tensor(state_rewards)) if state_rewards else []
+        s0_outcomes = [o for o, (w, s) in zip(outcomes, [(w, s) for w in all_works for s in w.states])
+                       if s.key.trajectory_id == SHARED]
+        adv = np.array([r.advantage for r in rollouts], dtype=np.float64) if rollouts else np.zeros(0)
+        alphas = [a for w in kept for k, a in w.alpha[cfg.modulation].items()
+                  if any(r.key == k for r in w.rollouts)]
+        by_j = defaultdict(list)
+        for w in all_works:
+            for k, v in w.values.items():
+                by_j[k.state_index].append(v)
+        tok = self._sum(stats.get("tokens", 0.0))
+        gen_tokens = self.engine.counters.generated_tokens - engine_before[0]
+        prefill = self.engine.counters.prompt_tokens - engine_before[1]
+        full_lengths = [len(r.prefix_ids) - r.prompt_len + len(r.completion_ids) for r in rollouts]
+        row = {
+            "step": self.step_index,
+            "reward_mean": self._gmean([r.reward for r in rollouts]),
+            "reward_all_mean": self._gmean([x for v in state_rewards for x in v]),
+            "base_reward_mean": float(np.mean(timer["base_rewards"])) if timer.get("base_rewards") else
+            float(np.mean([x for v in state_rewards for x in v])) if state_rewards else float("nan"),
+            "entropy": stats.get("entropy", float("nan")),
+            "entropy_base": timer.get("entropy_base", stats.get("entropy", float("nan"))),
+            "response_length": float(np.mean(full_lengths)) if full_lengths else float("nan"),
+            "continuation_length": float(np.mean([len(r.completion_ids) for r in rollouts])) if rollouts else float("nan"),
+            "base_length": float(np.mean(timer["base_lengths"])) if timer.get("base_lengths") else None,
+            **self._counts(outcomes, "groups"), **self._counts(s0_outcomes, "prompts"),
+            "prompts_used": int(self._sum(len(all_works))), "prompts_kept": int(self._sum(len(kept))),
+            "refill_rounds": rounds, "groups_trained": int(self._sum(len({r.key for r in rollouts}))),
+            "rollouts_trained": int(self._sum(len(rollouts))),
+            "adv_mean": float(adv.mean()) if adv.size else 0.0, "adv_std": float(adv.std()) if adv.size else 0.0,
+            "adv_abs_mean": float(np.abs(adv).mean()) if adv.size else 0.0,
+            **{f"adv_q{q:02d}": float(np.quantile(adv, q / 100)) if adv.size else 0.0 for q in (5, 25, 50, 75, 95)},
+            "adv_hist": np.histogram(np.clip(adv, ADV_EDGES[0], ADV_EDGES[-1]), ADV_EDGES)[0].tolist(),
+            "adv_hist_edges": ADV_EDGES.tolist(),
+            "alpha_mean": float(np.mean(alphas)) if alphas else 1.0,
+            "alpha_min": float(np.min(alphas)) if alphas else 1.0,
+            "alpha_max": float(np.max(alphas)) if alphas else 1.0,
+            "value_by_state": [float(np.mean(by_j[j])) for j in sorted(by_j)],
+            "clip_low_frac": stats.get("clip_low", 0.0) / max(stats.get("tokens", 0.0), 1.0),
+            "clip_high_frac": stats.get("clip_high", 0.0) / max(stats.get("tokens", 0.0), 1.0),
+            "dual_clip_frac": stats.get("dual_clip", 0.0) / max(stats.get("tokens", 0.0), 1.0),
+            "ratio_mean": stats.get("ratio_sum", 0.0) / max(stats.get("tokens", 0.0), 1.0),
+            "approx_kl": stats.get("kl_sum", 0.0) / max(stats.get("tokens", 0.0), 1.0),
+            "loss": stats.get("loss", 0.0), "grad_norm": stats.get("grad_norm", 0.0),
+            "logprob_gap": stats.get("logprob_gap", 0.0),
+            "gen_tokens": int(self._sum(gen_tokens)), "prefill_tokens": int(self._sum(prefill)),
+            "trained_tokens": int(tok / max(cfg.optim.updates_per_batch, 1)),
+            "lr": self.scheduler.get_last_lr()[0],
+            **{k: timer[k] for k in ("time_generate", "time_score", "time_forward", "time_backward")},
+        }
+        return row
+
+    # --------------------------------------------------------------------------------- samples
+    def _sample_rows(self, works: list[PromptWork], limit: int = 2) -> list[dict]:
+        """A few fully annotated prompts (base trajectories, anchors, states, V, α) for samples.jsonl."""
+        out = []
+        for w in works[:limit]:
+            trajs = [{"trajectory_id": t["trajectory_id"],
+                      "tokens": [self.tokenizer.decode([i]) for i in t["response"]],
+                      "entropy": t["entropy"], "scores": t["scores"], "anchors": t["anchors"],
+                      "reward": t["reward"]} for t in w.base.get("trajectories", [])]
+            states = []
+            for s in w.states:
+                r = w.rewards[s.key]
+                lo, hi = wilson_interval(torch.tensor([sum(r)]), len(r))
+                states.append({
+                    "key": [s.key.prompt_id, s.key.trajectory_id, s.key.state_index], "anchor": s.anchor,
+                    "prefix_text": self._decode(s.prefix_ids[s.prompt_len:]), "rewards": r,
+                    "value": w.values[s.key], "value_ci": [lo.item(), hi.item()],
+                    "alpha": {v: w.alpha[v][s.key] for v in ("paper", "official")},
+                    "advantages": [x.advantage for x in w.rollouts if x.key == s.key]})
+            out.append({"step": self.step_index, "prompt": w.prompt.text, "answer": w.prompt.answer,
+                        "trajectories": trajs, "states": states})
+        return out
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> None:
+        self.accelerator.wait_for_everyone()
+        tmp = self.run.checkpoints / f".tmp-step-{self.step_index:06d}"
+        if self.accelerator.is_main_process and tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(tmp))
+        if self.accelerator.is_main_process:
+            atomic_write_json(tmp / "trainer_state.json", {
+                "step": self.step_index, "stream_position": self.stream.position, "wall": self.wall,
+                "engine": self.engine.counters.as_dict()})
+            self.run.commit_checkpoint(tmp, self.step_index)
+        self.accelerator.wait_for_everyone()
+
+    def load_checkpoint(self) -> bool:
+        ckpt = self.run.latest_checkpoint()
+        if ckpt is None:
+            return False
+        import json
+
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        self.accelerator.load_state(str(ckpt))
+        self.step_index = state["step"]
+        self.stream.position = state["stream_position"]
+        self.wall = state.get("wall", 0.0)
+        self.engine.sync_weights(self.accelerator.unwrap_model(self.model))
+        if self.accelerator.is_main_process:
+            self.run.truncate_logs(self.step_index)
+        self.accelerator.wait_for_everyone()
+        logger.info("resumed %s from step %d", self.run.path, self.step_index)
+        return True
+
+    # ---------------------------------------------------------------------------------- eval
+    def evaluate(self) -> list[dict]:
+        """Evaluate the current policy on the configured benchmarks (main process)."""
+        from fr3e.evaluate import evaluate
+
+        cfg = self.config.data
+        if self.config.profile == "tiny":
+            benchmarks = list(cfg.eval_benchmarks)
+        else:
+            from fr3e.data import load_benchmark
+
+            benchmarks = {b: load_benchmark(b) for b in cfg.eval_benchmarks}
+        policy = self.accelerator.unwrap_model(self.model)
+        report = evaluate(policy, benchmarks=benchmarks, n=cfg.eval_n, temperature=cfg.eval_temperature,
+                          top_p=cfg.eval_top_p, max_new_tokens=cfg.max_response_tokens,
+                          num_problems=cfg.eval_problems or None, seed=derive_seed(self.config.seed, "eval"),
+                          engine=self.engine, tokenizer=self.tokenizer, progress=False)
+        n = cfg.eval_n
+        return [{"step": self.step_index, "benchmark": name, "n": n, "avg": m[f"avg@{n}"],
+                 "avg_ci": m["ci"][f"avg@{n}"],
+                 "pass": {k.split("@")[1]: v for k, v in m.items() if k.startswith("pass@")},
+                 "greedy": m.get("greedy"), "num_problems": m["num_problems"],
+                 "all_right": m.get("all_right"), "all_wrong": m.get("all_wrong"),
+                 "mean_response_tokens": m.get("mean_response_tokens")}
+                for name, m in report["benchmarks"].items()]
+
+    # ----------------------------------------------------------------------------------- run
+    def run_loop(self) -> Path:
+        cfg = self.config
+        if self.run.is_finished():
+            logger.info("run %s already finished; reusing it", self.run.path)
+            return self.run.path
+        self.load_checkpoint()
+        main = self.accelerator.is_main_process
+        bar = tqdm(total=cfg.steps, initial=self.step_index, desc=f"{cfg.name}", disable=not (self.progress and main),
+                   dynamic_ncols=True)
+        while self.step_index < cfg.steps:
+            t0 = time.perf_counter()
+            row = self.step()
+            if main:
+                if cfg.sample_every and (self.step_index % cfg.sample_every == 0 or self.step_index == 1):
+                    for s in self._sample_rows(self._last_works):
+                        append_jsonl(self.run.samples_file, s)
+                evals = []
+                if cfg.eval_every and self.step_index % cfg.eval_every == 0 and self.step_index < cfg.steps:
+                    te = time.perf_counter()
+                    evals = self.evaluate()
+                    row["time_eval"] = time.perf_counter() - te
+                self.wall += time.perf_counter() - t0
+                row["wall"] = self.wall
+                append_jsonl(self.run.metrics_file, row)
+                for e in evals:
+                    append_jsonl(self.run.eval_file, e)
+                bar.set_postfix(reward=f"{row['reward_all_mean']:.3f}", entropy=f"{row['entropy']:.3f}")
+                bar.update(1)
+            if self.step_index % cfg.checkpoint_every == 0 or self.step_index == cfg.steps:
+                self.save_checkpoint()
+        bar.close()
+        if main:
+            for e in self.evaluate():
+                append_jsonl(self.run.eval_file, e)
+            policy = self.accelerator.unwrap_model(self.model)
+            policy.save_pretrained(self.run.model_dir)
+            self.tokenizer.save_pretrained(self.run.model_dir)
+            self.run.mark_done({"steps": self.step_index, "wall": self.wall})
+        self.accelerator.wait_for_everyone()
+        return self.run.path
+
+
+def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool = True,
+          cache_dir: str | Path = "runs/cache") -> Path:
+    """Train `config` in `run_dir` (default runs/<name>); reuse a finished run, resume an interrupted one."""
+    run_dir = Path(run_dir or Path("runs") / config.name)
+    if RunDir(run_dir).is_finished():
+        _check_same(run_dir, config)
+        logger.info("run %s already finished; reusing it", run_dir)
+        return run_dir
+    random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    trainer = Trainer(config, run_dir, progress=progress, cache_dir=cache_dir)
+    return trainer.run_loop()
+
+
+def _check_same(run_dir: Path, config: TrainConfig) -> None:
+    import json
+
+    from fr3e.config import ConfigError, diff_configs
+
+    diff = diff_configs(json.loads((run_dir / "config.json").read_text()), config.to_dict())
+    if diff:
+        raise ConfigError(f"run directory {run_dir} holds a different config: " + "; ".join(diff)
+                          + ". Use another --run-dir, or delete the directory to start over.")

@@ -1,0 +1,156 @@
+"""Smoke runs of the trainer on the tiny profile: determinism, kill-and-resume, 2 processes, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fr3e.config import ConfigError, load_config
+from fr3e.io import read_jsonl
+from fr3e.trainer import TIMING_KEYS, TrainingError, train
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "runs" / "cache"
+pytestmark = pytest.mark.slow
+
+SMALL = ["steps=4", "checkpoint_every=2", "sample_every=2", "data.prompts_per_step=4", "data.eval_problems=8",
+         "data.eval_n=2", "data.max_response_tokens=48", "grpo.max_refill_rounds=1"]
+
+
+def small_config(method="fr3e", extra=()):
+    return load_config(ROOT / f"reproduce/configs/tiny-{method}.yaml", SMALL + list(extra))
+
+
+def comparable(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def final_weights(run_dir):
+    return load_file(str(Path(run_dir) / "model" / "model.safetensors"))
+
+
+def assert_same_run(a, b):
+    ma, mb = read_jsonl(Path(a) / "metrics.jsonl"), read_jsonl(Path(b) / "metrics.jsonl")
+    assert len(ma) == len(mb) > 0
+    assert json.dumps(comparable(ma), sort_keys=True) == json.dumps(comparable(mb), sort_keys=True)
+    wa, wb = final_weights(a), final_weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert read_jsonl(Path(a) / "eval.jsonl") == read_jsonl(Path(b) / "eval.jsonl")
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    train(small_config(), out, progress=False, cache_dir=CACHE)
+    return out
+
+
+def test_run_directory_describes_itself(reference_run):
+    run = reference_run
+    for name in ("config.json", "env.json", "metrics.jsonl", "eval.jsonl", "samples.jsonl", "DONE", "model"):
+        assert (run / name).exists(), name
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    r = rows[-1]
+    assert r["groups_all_right"] + r["groups_all_wrong"] + r["groups_mixed"] > 0
+    assert len(r["adv_hist"]) == 40 and len(r["adv_hist_edges"]) == 41
+    assert r["gen_tokens"] > 0 and r["time_generate"] > 0
+    assert all(r[k] >= 0 for k in ("time_score", "time_forward", "time_backward"))
+    env = json.loads((run / "env.json").read_text())
+    assert env["packages"]["torch"] and env["world_size"] == 1
+    evals = read_jsonl(run / "eval.jsonl")
+    assert {e["benchmark"] for e in evals} == {"easy", "medium", "hard"}
+    samples = read_jsonl(run / "samples.jsonl")
+    assert samples and samples[0]["states"][0]["key"][1] == -1  # the shared S_0 comes first
+    for s in samples:
+        for t in s["trajectories"]:
+            assert len(t["tokens"]) == len(t["entropy"]) and all(0 < a < len(t["tokens"]) for a in t["anchors"])
+
+
+def test_same_seed_same_metrics_and_weights(reference_run, tmp_path):
+    again = train(small_config(), tmp_path / "again", progress=False, cache_dir=CACHE)
+    assert_same_run(reference_run, again)
+
+
+def test_finished_run_is_reused_and_other_config_refused(reference_run):
+    mtime = (reference_run / "metrics.jsonl").stat().st_mtime
+    train(small_config(), reference_run, progress=False, cache_dir=CACHE)
+    assert (reference_run / "metrics.jsonl").stat().st_mtime == mtime
+    with pytest.raises(ConfigError, match="fr3e.num_anchors: 2 -> 1"):
+        train(small_config(extra=["fr3e.num_anchors=1"]), reference_run, progress=False, cache_dir=CACHE)
+
+
+def test_kill_and_resume_matches_uninterrupted(reference_run, tmp_path):
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "fr3e.train", "--config", str(ROOT / "reproduce/configs/tiny-fr3e.yaml"),
+           "--run-dir", str(run), "--cache-dir", str(CACHE), "--no-progress"] + sum((["--set", s] for s in SMALL), [])
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(read_jsonl(run / "metrics.jsonl")) >= 3:  # past the step-2 checkpoint, mid-way to step 4
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "DONE").exists()
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
+    assert_same_run(reference_run, run)
+
+
+def test_grpo_pp_is_the_same_loop_with_one_state(tmp_path):
+    run = train(small_config("grpo_pp"), tmp_path / "g", progress=False, cache_dir=CACHE)
+    rows = read_jsonl(run / "metrics.jsonl")
+    for r in rows:
+        assert r["value_by_state"] and len(r["value_by_state"]) == 1  # S_0 only
+        assert r["alpha_min"] == r["alpha_max"] == 1.0
+        assert r["groups_mixed"] == r["prompts_mixed"]
+
+
+def test_nan_reward_stops_with_a_clear_message(tmp_path, monkeypatch):
+    from fr3e import trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_reward", lambda self, text, answer: float("nan"))
+    with pytest.raises(TrainingError, match=r"step 1: a reward is NaN"):
+        train(small_config(), tmp_path / "nan", progress=False, cache_dir=CACHE)
+    assert read_jsonl(tmp_path / "nan" / "metrics.jsonl") == []
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    from fr3e import trainer as trainer_mod
+
+    real = trainer_mod.policy_loss
+
+    def broken(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(trainer_mod, "policy_loss", broken)
+    with pytest.raises(TrainingError, match=r"step \d+: the policy loss is nan.*optim.lr"):
+        train(small_config(), tmp_path / "nanloss", progress=False, cache_dir=CACHE)
+
+
+def test_two_processes(tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "fr3e.train", "--config", str(ROOT / "reproduce/configs/tiny-grpo_pp.yaml"),
+           "--run-dir", str(run), "--cache-dir", str(CACHE), "--no-progress"] + sum((["--set", s] for s in SMALL), [])
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((run / "env.json").read_text())["world_size"] == 2
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    # each process samples its own half of the prompts: 4 prompts per round in total, counted globally
+    assert all(r["prompts_kept"] <= 4 for r in rows)
+    assert (run / "DONE").exists()

@@ -160,6 +160,9 @@ class DataConfig:
         "Batch target: prompts per step whose groups carry signal after dynamic sampling. Authors: 32.", 32)
     max_prompt_tokens: int = _help("Longest prompt in tokens; longer prompts are dropped. Authors: 1024.", 1024)
     max_response_tokens: int = _help("Generation budget of base trajectories and GRPO++ rollouts. Authors: 3072.", 3072)
+    local_files: dict = _help(
+        "Local replacements for hub datasets, name -> .jsonl/.json/.parquet path (paper profile; CLI --data "
+        "name=path). Names: see fr3e.data.DATASETS.", factory=dict)
     eval_benchmarks: list[str] = _help(
         "Benchmarks evaluated during and after training.", factory=lambda: ["easy", "medium", "hard"])
     eval_problems: int = _help("Problems per benchmark in periodic evaluation (0 = all).", 128)

@@ -164,7 +164,7 @@ def load_train_prompts(config: TrainConfig):
     if config.data.train == "paper/train":
         from fr3e.data import load_train_mix
 
-        return load_train_mix()
+        return load_train_mix(local=config.data.local_files or None)
     raise ValueError(f"data.train={config.data.train!r}: use 'tiny/train' or 'paper/train'")
 
 
@@ -240,10 +240,16 @@ class Trainer:
             return VLLMEngine(self.model_source, tokenizer=self.tokenizer,
                               gpu_memory_utilization=cfg.gpu_memory_utilization,
                               tensor_parallel_size=cfg.tensor_parallel_size, dtype=self.config.model.dtype,
-                              seed=self.config.seed)
+                              seed=self.config.seed, external_launcher=self.world > 1)
         from fr3e.engines.hf import HFEngine
 
         return HFEngine(policy, self.tokenizer, batch_size=cfg.batch_size)
+
+    def _engine_call(self, name: str) -> None:
+        """Optional engine hooks (vLLM sleep mode); the HF engine has none."""
+        hook = getattr(self.engine, name, None)
+        if hook is not None:
+            hook()
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -518,7 +524,9 @@ class Trainer:
         t_start = time.perf_counter()
         timer = defaultdict(float)
         engine_before = (self.engine.counters.generated_tokens, self.engine.counters.prompt_tokens)
+        self._engine_call("wake_up")
         all_works, kept, rounds = self._collect(timer)
+        self._engine_call("sleep")  # colocated vLLM frees its memory while the trainer runs backward
         self._last_works = all_works
         rollouts = [r for w in kept for r in w.rollouts]
         rewards_all = [x for w in all_works for v in w.rewards.values() for x in v]
@@ -529,6 +537,7 @@ class Trainer:
         stats = self._update(rollouts, timer) if rollouts or self.world > 1 else {"entropy": float("nan"), "loss": 0.0}
         if not rollouts:
             logger.warning("step %d: no group carried signal after %d refills; no update", self.step_index + 1, rounds)
+        self._engine_call("wake_up")
         self.engine.sync_weights(self.accelerator.unwrap_model(self.model))
         self.step_index += 1
         row = self._metrics_row(all_works, kept, rollouts, rounds, stats, timer, engine_before)
@@ -661,7 +670,7 @@ class Trainer:
         else:
             from fr3e.data import load_benchmark
 
-            benchmarks = {b: load_benchmark(b) for b in cfg.eval_benchmarks}
+            benchmarks = {b: load_benchmark(b, local=cfg.local_files.get(b)) for b in cfg.eval_benchmarks}
         policy = self.accelerator.unwrap_model(self.model)
         report = evaluate(policy, benchmarks=benchmarks, n=cfg.eval_n, temperature=cfg.eval_temperature,
                           top_p=cfg.eval_top_p, max_new_tokens=cfg.max_response_tokens,

@@ -12,7 +12,7 @@ PROFILE ?= auto
 NOTEBOOKS := walkthrough table1 entropy length advantage all_right
 
 .DEFAULT_GOAL := help
-.PHONY: help env test unit lint nbval reproduce smoke lab bench plan-table1 clean-runs \
+.PHONY: help env test unit lint nbval reproduce smoke lab bench plan-table1 gpu-smoke clean-runs \
         $(addprefix reproduce-,$(NOTEBOOKS))
 
 help:  ## list every target with one line each
@@ -63,3 +63,6 @@ plan-table1: $(STAMP)  ## print the paper-profile Table 1 plan: runs, GPUs, toke
 
 clean-runs:  ## delete runs/ (training runs and caches); results/ is kept
 	rm -rf runs
+
+gpu-smoke: $(STAMP)  ## paper-profile plumbing on a GPU: random Qwen2 model, few FR3E steps, vLLM if installed
+	$(PY) -m fr3e.smoke --out runs/gpu-smoke

@@ -176,15 +176,15 @@ def encode_prompt(config: TrainConfig, tokenizer, text: str) -> list[int]:
     return chat_prompt(tokenizer, text)
 
 
-def pad_right(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, L) ids and bool mask from ragged rows, right-padded."""
+def pad_right(rows: list[list[int]], pad: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) ids and bool mask from ragged rows, right-padded, on `device`."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.bool)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, : len(r)] = True
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 def token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, want_entropy: bool = False):
@@ -302,9 +302,10 @@ class Trainer:
         t0 = time.perf_counter()
         if kept:
             rows = [p.ids + resp for p, _, resp, _ in kept]
-            ids, mask = pad_right(rows, self.tokenizer.pad_token_id)
+            ids, mask = pad_right(rows, self.tokenizer.pad_token_id, self.accelerator.device)
             with torch.no_grad():
                 logp, ent = token_logprobs(self.model, ids, mask, want_entropy=True)  # (B, L-1)
+            logp, ent = logp.cpu(), ent.cpu()
             T = max(len(r) for _, _, r, _ in kept)
             resp_mask = torch.zeros(len(kept), T, dtype=torch.bool)
             resp_ent = torch.zeros(len(kept), T)
@@ -445,8 +446,9 @@ class Trainer:
         old, ent_sum, tok_sum, gap_sum = [], 0.0, 0, 0.0
         with torch.no_grad():
             for s in range(0, len(rows), mb):
-                ids, mask = pad_right(rows[s: s + mb], pad)
+                ids, mask = pad_right(rows[s: s + mb], pad, self.accelerator.device)
                 logp, ent = token_logprobs(self.model, ids, mask, want_entropy=True)
+                logp, ent = logp.cpu(), ent.cpu()
                 tmask = self._target_mask(logp.shape, starts[s: s + mb], lens[s: s + mb])
                 old.append((logp, tmask))
                 ent_sum += ent[tmask].sum().item()
@@ -504,18 +506,19 @@ class Trainer:
         cfg = self.config.optim
         if not chunk:  # zero-weight pass so every process runs the same number of backward calls
             dummy = rows[:1] or [[self.tokenizer.eos_token_id] * 2]
-            ids, mask = pad_right(dummy, self.tokenizer.pad_token_id)
+            ids, mask = pad_right(dummy, self.tokenizer.pad_token_id, self.accelerator.device)
             logp, _ = token_logprobs(self.model, ids, mask)
             return logp.sum() * 0.0, {}
-        ids, mask = pad_right([rows[i] for i in chunk], self.tokenizer.pad_token_id)
+        ids, mask = pad_right([rows[i] for i in chunk], self.tokenizer.pad_token_id, self.accelerator.device)
         logp, _ = token_logprobs(self.model, ids, mask)
         tmask = self._target_mask(logp.shape, [starts[i] for i in chunk], [lens[i] for i in chunk])
-        old_logp = torch.zeros_like(logp)
+        old_logp = torch.zeros(logp.shape)
         for b, i in enumerate(chunk):
             o, om = old[i // mb]
             row_old = o[i % mb][om[i % mb]]
             old_logp[b][tmask[b]] = row_old
-        loss, st = policy_loss(logp, old_logp, adv[chunk], tmask, cfg.eps_low, cfg.eps_high, cfg.dual_clip,
+        dev = logp.device
+        loss, st = policy_loss(logp, old_logp.to(dev), adv[chunk].to(dev), tmask.to(dev), cfg.eps_low, cfg.eps_high, cfg.dual_clip,
                                cfg.loss_aggregation, num_tokens=max(tokens_global, 1), num_seqs=max(seqs_global, 1))
         return loss, st
 

@@ -1,0 +1,249 @@
+"""Evaluation harness: avg@n, unbiased pass@k and greedy accuracy per benchmark, with bootstrap CIs.
+
+Paper §4 / official eval script: 16 samples per problem at T=1.0, top_p=0.95; report the mean accuracy
+over the samples (avg@16) and pass@16. We add the unbiased pass@k estimator of Chen et al. (2021) for
+every power of two k ≤ n, greedy (T=0) accuracy, and a 95% percentile-bootstrap confidence interval over
+problems (fixed seed) for each number. Generation goes through the `fr3e.engines.base.Engine` interface,
+so the vLLM engine can replace the HF one (paper profile).
+
+Deviations: on the `tiny` profile the benchmarks are the generated splits `easy` / `medium` / `hard` of
+`fr3e.tasks.arithmetic` (stand-ins for GSM8K / MATH500 / AIME24), with a fixed problem set (`data_seed`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fr3e.rewards import reward
+from fr3e.tasks import arithmetic
+
+logger = logging.getLogger(__name__)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k) (Chen et al. 2021)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:  # every k-subset contains a correct sample
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray, num_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap CI of the mean of `values` (one value per problem), resampling problems.
+
+    values: (N,) floats. Returns (low, high); (nan, nan) when N == 0. Deterministic in `seed`.
+    """
+    x = np.asarray(values, dtype=np.float64)  # (N,)
+    if x.size == 0:
+        return (math.nan, math.nan)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.size, size=(num_resamples, x.size))  # (R, N)
+    means = x[idx].mean(axis=1)  # (R,)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return (float(low), float(high))
+
+
+def ks_for(n: int) -> list[int]:
+    """The k of pass@k we report: powers of two up to n, plus n itself."""
+    ks = [2**i for i in range(int(math.log2(n)) + 1)] if n >= 1 else []
+    return ks + ([n] if n not in ks else [])
+
+
+def score_benchmark(correct: np.ndarray, greedy: np.ndarray | None, seed: int = 0) -> dict:
+    """Metrics of one benchmark. correct: (N, n) 0/1 per problem and sample; greedy: (N,) 0/1 or None."""
+    num_problems, n = correct.shape
+    counts = correct.sum(axis=1)  # (N,)
+    result: dict = {"num_problems": int(num_problems), "n": int(n), "ci": {}}
+    per_problem = {f"avg@{n}": counts / n}
+    for k in ks_for(n):
+        per_problem[f"pass@{k}"] = np.array([pass_at_k(n, int(c), k) for c in counts])
+    if greedy is not None:
+        per_problem["greedy"] = greedy.astype(np.float64)
+    for name, values in per_problem.items():
+        result[name] = float(values.mean()) if num_problems else math.nan
+        result["ci"][name] = list(bootstrap_ci(values, seed=seed))
+    # Share of problems whose n samples are all right / all wrong / mixed (paper Figs. 7-8 vocabulary).
+    result["all_right"] = float((counts == n).mean()) if num_problems else math.nan
+    result["all_wrong"] = float((counts == 0).mean()) if num_problems else math.nan
+    return result
+
+
+def _load(model_dir_or_model, tokenizer, need_model: bool):
+    """(model or None, tokenizer, name). With an engine given, a model directory only supplies the tokenizer."""
+    if isinstance(model_dir_or_model, str | Path):
+        from transformers import AutoModelForCausalLM
+
+        from fr3e.tasks.tokenizer import load_tokenizer
+
+        path = Path(model_dir_or_model)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is not a model directory (no config.json); "
+                                    "build one with fr3e.tasks.warm_start.warm_start()")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval() if need_model else None
+        return model, tokenizer or load_tokenizer(path), str(path)
+    if tokenizer is None:
+        raise ValueError("evaluate(model, ...) with a model object needs tokenizer=...")
+    return model_dir_or_model, tokenizer, type(model_dir_or_model).__name__
+
+
+def _datasets(benchmarks, num_problems, data_seed) -> dict:
+    if isinstance(benchmarks, str):
+        benchmarks = [b for b in benchmarks.split(",") if b]
+    if isinstance(benchmarks, Mapping):
+        return dict(benchmarks)
+    out = {}
+    for name in benchmarks:
+        if name not in arithmetic.SPLITS:
+            raise ValueError(f"unknown benchmark {name!r}; the tiny profile has {arithmetic.SPLITS} "
+                             "(or pass a mapping name -> datasets.Dataset with prompt/answer columns)")
+        size = num_problems if num_problems is not None else arithmetic.default_eval_sizes[name]
+        out[name] = arithmetic.make_split(name, size, seed=data_seed)
+    return out
+
+
+def evaluate(
+    model_dir_or_model,
+    benchmarks: Sequence[str] | Mapping = arithmetic.SPLITS,
+    n: int = 16,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    max_new_tokens: int = 128,
+    num_problems: int | None = None,
+    seed: int = 0,
+    engine=None,
+    out: str | Path | None = None,
+    tokenizer=None,
+    greedy: bool = True,
+    data_seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a model on each benchmark: avg@n, pass@k (k = 1, 2, 4, .., n), greedy accuracy, 95% CIs.
+
+    model_dir_or_model: a model directory (tokenizer beside it) or a model object (then pass tokenizer).
+    benchmarks: split names of the tiny world, or a mapping name -> Dataset with `prompt`, `answer` columns.
+    num_problems: problems per benchmark (default `arithmetic.default_eval_sizes`). seed: sampling seed.
+    engine: any `fr3e.engines.base.Engine` (default: an HFEngine over the model). out: JSON path (atomic).
+    Returns {"benchmarks": {name: metrics}, "average": {...}, "config": {...}, "seconds", "engine"}.
+    """
+    from fr3e.engines.hf import HFEngine
+
+    start = time.perf_counter()
+    model, tokenizer, model_name = _load(model_dir_or_model, tokenizer, need_model=engine is None)
+    engine = engine or HFEngine(model, tokenizer, batch_size=256)
+    data = _datasets(benchmarks, num_problems, data_seed)
+    results = {}
+    for b, (name, ds) in enumerate(tqdm(data.items(), desc="evaluate", disable=not progress)):
+        prompts = [tokenizer(p).input_ids for p in ds["prompt"]]
+        answers = list(ds["answer"])
+        samples = engine.generate(prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+                                  top_p=top_p, seed=seed + 1000 * b)
+        texts = [[tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in row] for row in samples]
+        correct = np.array([[reward(t, a) for t in row] for row, a in zip(texts, answers)]).reshape(len(ds), n)
+        greedy_correct = None
+        if greedy:
+            g = engine.generate(prompts, n=1, max_new_tokens=max_new_tokens, temperature=0.0)
+            greedy_correct = np.array(
+                [reward(tokenizer.decode(row[0].token_ids, skip_special_tokens=True), a)
+                 for row, a in zip(g, answers)])
+        metrics = score_benchmark(correct, greedy_correct, seed=seed)
+        lengths = [len(c.token_ids) for row in samples for c in row]
+        metrics["mean_response_tokens"] = float(np.mean(lengths)) if lengths else math.nan
+        metrics["truncated_rate"] = (
+            float(np.mean([c.finish_reason == "length" for row in samples for c in row])) if lengths else math.nan
+        )
+        metrics["examples"] = [
+            {"prompt": ds["prompt"][i], "answer": answers[i], "response": texts[i][0], "reward": float(correct[i, 0])}
+            for i in range(min(3, len(ds)))
+        ]
+        results[name] = metrics
+        logger.info("%s: avg@%d %.3f greedy %s", name, n, metrics[f"avg@{n}"], metrics.get("greedy"))
+    keys = [k for k in next(iter(results.values()), {}) if k.startswith(("avg@", "pass@", "greedy"))]
+    report = {
+        "model": model_name,
+        "benchmarks": results,
+        "average": {k: float(np.mean([r[k] for r in results.values()])) for k in keys},
+        "config": {"n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+                   "num_problems": {k: len(v) for k, v in data.items()}, "seed": seed, "data_seed": data_seed},
+        "seconds": round(time.perf_counter() - start, 2),
+        "engine": engine.counters.as_dict(),
+    }
+    if out is not None:
+        write_json_atomic(report, out)
+    return report
+
+
+def write_json_atomic(obj, path: str | Path) -> Path:
+    """Write JSON to `path` via a temporary file in the same directory and os.replace (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, default=float)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def format_table(report: dict) -> str:
+    """A small text table: one row per benchmark (and the average), mean with its 95% CI."""
+    n = report["config"]["n"]
+    cols = [f"avg@{n}", "pass@1", f"pass@{n}", "greedy"]
+    lines = [f"{'benchmark':<10} " + " ".join(f"{c:>20}" for c in cols)]
+    for name, m in report["benchmarks"].items():
+        cells = []
+        for c in cols:
+            if c in m:
+                lo, hi = m["ci"][c]
+                cells.append(f"{100 * m[c]:5.1f} [{100 * lo:5.1f},{100 * hi:5.1f}]")
+            else:
+                cells.append("-")
+        lines.append(f"{name:<10} " + " ".join(f"{x:>20}" for x in cells))
+    avg = report["average"]
+    lines.append(f"{'average':<10} " + " ".join(f"{100 * avg[c]:>20.1f}" if c in avg else f"{'-':>20}" for c in cols))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description="Evaluate a model directory on the tiny benchmarks.")
+    parser.add_argument("--model", required=True, help="model directory (tokenizer beside it)")
+    parser.add_argument("--benchmarks", default=",".join(arithmetic.SPLITS), help="comma-separated splits")
+    parser.add_argument("--n", type=int, default=16, help="samples per problem (paper: 16)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (paper: 1.0)")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus top-p (paper: 0.95)")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="response budget in tokens")
+    parser.add_argument("--num-problems", type=int, default=None, help="problems per benchmark")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--out", default=None, help="write the JSON report here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    report = evaluate(args.model, benchmarks=args.benchmarks, n=args.n, temperature=args.temperature,
+                      top_p=args.top_p, max_new_tokens=args.max_new_tokens, num_problems=args.num_problems,
+                      seed=args.seed, out=args.out)
+    print(format_table(report))
+    print(f"({report['seconds']:.1f} s, {report['engine']['generated_tokens']} generated tokens)")
+    return report
+
+
+if __name__ == "__main__":
+    main()

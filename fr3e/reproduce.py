@@ -1,0 +1,301 @@
+"""Reproduce the paper's artefacts: run the notebooks in order with papermill and keep what they write.
+
+    python -m fr3e.reproduce [--profile auto|tiny|paper] [--smoke] [--dry-run] all|walkthrough|table1|...
+
+Every notebook in `notebooks/` has one cell tagged `parameters` whose defaults are the fast smoke values
+(what nbval runs). This driver injects the full values of the chosen profile (or, with `--smoke`, the
+smoke values again), executes the notebook with the `python3` kernel in `notebooks/`, and saves the
+executed notebook (huge outputs trimmed) as `<results_dir>/<artefact>/<notebook>.ipynb`, next to the
+`data.csv`, `summary.json`, `figure.png` and `provenance.json` the notebook writes itself. The wall time
+of each notebook is added to that provenance, and the total goes to `<results_dir>/reproduce.json`.
+
+Profiles: `tiny` (CPU, the embedded arithmetic world, minutes to an hour on 2 cores) and `paper` (Qwen2.5
+on CUDA GPUs, needs `pip install -e '.[gpu]'` and days of a GPU node). `auto` picks `paper` when
+`torch.cuda.device_count() > 0` and `tiny` otherwise, and says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from fr3e.io import atomic_write_json, atomic_write_text
+from fr3e.results import PAPER_BASE_MODELS, REPO_ROOT, git_sha
+
+logger = logging.getLogger(__name__)
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NOTEBOOKS = {
+    "walkthrough": "01_walkthrough.ipynb",
+    "table1": "02_table1.ipynb",
+    "entropy": "03_entropy.ipynb",
+    "length": "04_length.ipynb",
+    "advantage": "05_advantage.ipynb",
+    "all_right": "06_all_right.ipynb",
+}
+"""Artefact -> notebook, in execution order (table1 trains the runs the later notebooks read)."""
+KERNEL = "python3"
+
+SMOKE_PARAMETERS = {
+    "profile": "tiny",
+    "models": ["general"],
+    "seeds": [0],
+    "steps": 4,
+    "eval_n": 4,
+    "eval_problems": 16,
+    "overrides": [],
+    "runs_root": "../runs/smoke",
+    "results_dir": "../runs/smoke/results",
+    "cache_dir": "../runs/cache",
+    "accelerate_config": None,
+    "smooth": 1,
+    "model": "general",
+    "problem_index": 0,
+    "k": 4,
+    "m": 8,
+    "seed": 0,
+}
+"""The notebooks' `parameters` defaults (nbval runs them; a test checks every notebook agrees). Paths are
+relative to notebooks/, where the kernel runs."""
+
+MAX_STREAM_CHARS = 20_000
+"""Longest text kept per stream output in a saved notebook (the tail is kept)."""
+MAX_OUTPUT_BYTES = 1_500_000
+"""An output larger than this is replaced by a note in the saved notebook."""
+
+
+class ProfileError(SystemExit):
+    """The requested profile cannot run on this machine; the message says what it needs."""
+
+
+def cuda_devices() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - a broken CUDA setup counts as no GPU
+        return 0
+
+
+def paper_requirements(device_count: int) -> list[str]:
+    """What the paper profile still needs on this machine (empty when it can run)."""
+    missing = []
+    if device_count < 1:
+        missing.append("CUDA GPUs (torch.cuda.device_count() is 0; the paper profile trains Qwen2.5-7B/32B on a "
+                       "GPU node, see reproduce/accelerate/README.md)")
+    try:
+        import vllm  # noqa: F401
+    except Exception:  # noqa: BLE001
+        missing.append("vLLM for rollouts: pip install -e '.[gpu]' -c constraints.txt")
+    table1 = REPO_ROOT / "reproduce" / "configs" / "table1"
+    if not table1.is_dir() or not any(table1.glob("*.yaml")):
+        missing.append(f"the Table 1 recipes in {table1.relative_to(REPO_ROOT)}/")
+    return missing
+
+
+def select_profile(requested: str = "auto", device_count: int | None = None) -> tuple[str, str]:
+    """(profile, reason). `paper` without what it needs raises ProfileError naming each missing piece."""
+    if requested not in ("auto", "tiny", "paper"):
+        raise ValueError(f"unknown profile {requested!r}; use auto, tiny or paper")
+    n = cuda_devices() if device_count is None else device_count
+    if requested == "tiny":
+        return "tiny", "requested with --profile tiny"
+    if requested == "auto":
+        if n > 0:
+            return "paper", f"--profile auto: {n} CUDA GPU(s) visible"
+        return "tiny", "--profile auto: no CUDA GPU visible (torch.cuda.device_count() == 0)"
+    missing = paper_requirements(n)
+    if missing:
+        raise ProfileError("the paper profile cannot run here; it needs:\n  - " + "\n  - ".join(missing)
+                           + "\nPlan the runs first with `make plan-table1` (python -m fr3e.plan); on a CPU machine "
+                           "use --profile tiny.")
+    return "paper", f"requested with --profile paper ({n} CUDA GPU(s))"
+
+
+def full_parameters(profile: str) -> dict:
+    """The full-reproduction parameters of a profile (what `make reproduce` injects)."""
+    if profile == "tiny":
+        from fr3e.config import load_config
+
+        steps = load_config(REPO_ROOT / "reproduce" / "configs" / "tiny-fr3e.yaml").steps
+        return {**SMOKE_PARAMETERS, "models": ["general", "math"], "seeds": [0, 1, 2], "steps": steps, "eval_n": 16,
+                "eval_problems": None, "overrides": [], "runs_root": "../runs", "results_dir": "../results", "smooth": 5, "m": 16}
+    if profile == "paper":
+        model = next(iter(PAPER_BASE_MODELS))
+        return {**SMOKE_PARAMETERS, "profile": "paper", "models": list(PAPER_BASE_MODELS), "seeds": [0],
+                "steps": None, "eval_n": 16, "eval_problems": None, "overrides": [], "runs_root": "../runs", "results_dir": "../results",
+                "accelerate_config": "../reproduce/accelerate/fsdp-8gpu.yaml", "smooth": 10, "model": model,
+                "m": 16}
+    raise ValueError(f"unknown profile {profile!r}")
+
+
+def parameters_for(profile: str, smoke: bool, notebook: str | Path | None = None) -> dict:
+    """Parameters to inject: smoke or full values, restricted to the names the notebook declares."""
+    params = copy.deepcopy(SMOKE_PARAMETERS if smoke else full_parameters(profile))
+    if smoke and profile != "tiny":
+        raise ValueError("--smoke runs the tiny profile only")
+    if notebook is not None:
+        declared = declared_parameters(notebook)
+        params = {k: v for k, v in params.items() if k in declared}
+    return params
+
+
+def declared_parameters(notebook: str | Path) -> set[str]:
+    """Names assigned in the notebook's `parameters` cell."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{notebook} must have exactly one code cell tagged 'parameters', found {len(cells)}")
+    names = set()
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+def resolve(path: str | Path) -> Path:
+    """A notebook-relative path (the kernel runs in notebooks/) as an absolute path."""
+    p = Path(path)
+    return p if p.is_absolute() else (NOTEBOOK_DIR / p).resolve()
+
+
+def strip_outputs(nb, max_stream: int = MAX_STREAM_CHARS, max_bytes: int = MAX_OUTPUT_BYTES) -> int:
+    """Trim huge outputs in place: long streams keep their tail, oversized outputs become a note,
+    widget state is dropped. Returns how many outputs were changed."""
+    import nbformat
+
+    changed = 0
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and len(out.get("text", "")) > max_stream:
+                out["text"] = f"[... {len(out['text']) - max_stream} characters trimmed ...]\n" + out["text"][-max_stream:]
+                changed += 1
+            data = out.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                data.pop("application/vnd.jupyter.widget-view+json")
+                changed += 1
+            size = len(json.dumps(out))
+            if size > max_bytes:
+                out = nbformat.v4.new_output("stream", name="stdout",
+                                             text=f"[output of {size} bytes removed from the saved notebook]\n")
+                changed += 1
+            outputs.append(out)
+        cell["outputs"] = outputs
+    return changed
+
+
+def run_notebook(artefact: str, parameters: dict, progress: bool = True) -> tuple[Path, float]:
+    """Execute one notebook with papermill; save it, trimmed, as <results_dir>/<artefact>/<name>.ipynb.
+
+    Returns (saved notebook, seconds). A failing notebook is kept as <name>.failed.ipynb and re-raised.
+    """
+    import nbformat
+    import papermill
+
+    name = NOTEBOOKS[artefact]
+    out_dir = resolve(parameters.get("results_dir", SMOKE_PARAMETERS["results_dir"])) / artefact
+    out_dir.mkdir(parents=True, exist_ok=True)
+    running = out_dir / f".running-{name}"
+    final = out_dir / name
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(NOTEBOOK_DIR / name), str(running), parameters=parameters,
+                                   kernel_name=KERNEL, cwd=str(NOTEBOOK_DIR), progress_bar=progress,
+                                   log_output=False, request_save_on_cell_execute=True)
+    except BaseException:
+        if running.exists():
+            running.replace(out_dir / name.replace(".ipynb", ".failed.ipynb"))
+        raise
+    seconds = time.perf_counter() - start
+    nb = nbformat.read(str(running), as_version=4)
+    strip_outputs(nb)
+    atomic_write_text(final, nbformat.writes(nb))
+    running.unlink(missing_ok=True)
+    prov = out_dir / "provenance.json"
+    if prov.exists():
+        record = json.loads(prov.read_text())
+        record.update({"notebook": f"notebooks/{name}", "notebook_seconds": round(seconds, 1),
+                       "injected_parameters": parameters})
+        atomic_write_json(prov, record)
+    return final, seconds
+
+
+def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False, dry_run: bool = False,
+              device_count: int | None = None) -> dict:
+    """Run the notebooks of `targets` ("all" or artefact names) in order; returns the timing record."""
+    chosen, why = select_profile("tiny" if smoke and profile == "auto" else profile, device_count)
+    logger.info("profile %s (%s)%s", chosen, why, ", smoke parameters" if smoke else "")
+    names = list(NOTEBOOKS) if "all" in targets else [t for t in NOTEBOOKS if t in targets]
+    unknown = [t for t in targets if t != "all" and t not in NOTEBOOKS]
+    if unknown:
+        raise ValueError(f"unknown artefact(s) {unknown}; choose from all, {', '.join(NOTEBOOKS)}")
+    record: dict = {"profile": chosen, "profile_reason": why, "smoke": smoke, "git_sha": git_sha(),
+                    "notebooks": {}, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    start = time.perf_counter()
+    results_dir = None
+    for i, artefact in enumerate(names, start=1):
+        params = parameters_for(chosen, smoke, NOTEBOOK_DIR / NOTEBOOKS[artefact])
+        results_dir = params.get("results_dir", results_dir)
+        logger.info("notebook %d/%d: %s -> %s/%s/", i, len(names), NOTEBOOKS[artefact],
+                    params.get("results_dir"), artefact)
+        logger.info("parameters: %s", json.dumps(params))
+        if dry_run:
+            record["notebooks"][artefact] = {"parameters": params}
+            continue
+        saved, seconds = run_notebook(artefact, params)
+        logger.info("notebook %d/%d: %s done in %.0f s (saved %s)", i, len(names), NOTEBOOKS[artefact], seconds, saved)
+        record["notebooks"][artefact] = {"seconds": round(seconds, 1), "notebook": str(saved)}
+    record["total_seconds"] = round(time.perf_counter() - start, 1)
+    if not dry_run and results_dir is not None:
+        atomic_write_json(resolve(results_dir) / "reproduce.json", record)
+    logger.info("total wall time %s", _duration(record["total_seconds"]))
+    return record
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fr3e.reproduce", description=__doc__.split("\n\n")[0])
+    parser.add_argument("targets", nargs="*", default=["all"], metavar="ARTEFACT",
+                        help=f"all (default) or any of: {', '.join(NOTEBOOKS)}")
+    parser.add_argument("--profile", default="auto", choices=("auto", "tiny", "paper"),
+                        help="auto: paper when CUDA GPUs are visible, tiny otherwise")
+    parser.add_argument("--smoke", action="store_true", help="fast smoke parameters (the notebooks' defaults)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and parameters, run nothing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        record = reproduce(args.targets, args.profile, args.smoke, args.dry_run)
+    except ProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(json.dumps(record, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""HFEngine: token-exact continuations, seeding, finish reasons, log-probs against a teacher-forced pass."""
+
+import math
+
+import pytest
+import torch
+
+from fr3e.engines.base import Completion, Engine
+from fr3e.engines.hf import HFEngine, sample_next
+
+PROMPTS = ["12*3+45=?\n", "57*8+19=?\n", "23*47=?\n", "99*99=?\n", "123*45=?\n"]
+
+
+@pytest.fixture
+def engine(tiny_sft):
+    model, tok = tiny_sft
+    return HFEngine(model, tok, batch_size=64)
+
+
+def ids_of(tok, prompts=PROMPTS):
+    return [tok(p).input_ids for p in prompts]
+
+
+def test_implements_the_engine_interface(engine):
+    assert isinstance(engine, Engine)
+
+
+def test_greedy_continuation_from_a_prefix_reproduces_the_trajectory(engine, tiny_sft):
+    _, tok = tiny_sft
+    prompts = ids_of(tok)
+    budget = 60
+    full = engine.generate(prompts, n=1, max_new_tokens=budget, temperature=0.0)
+    assert any(c.finish_reason == "stop" for [c] in full)
+    for p, [c] in zip(prompts, full):
+        # Restart from several cut points with the remaining budget: the rest must come back token for
+        # token (the states have different lengths, so the batch is ragged and left-padded on purpose).
+        cuts = [1, len(c.token_ids) // 2, len(c.token_ids) - 1]
+        states = [p + c.token_ids[:a] for a in cuts]
+        rest = [engine.generate([s], n=1, max_new_tokens=budget - a, temperature=0.0)[0] for s, a in zip(states, cuts)]
+        rest_batched = engine.generate(states, n=1, max_new_tokens=budget - cuts[0], temperature=0.0)
+        for a, [r], [rb] in zip(cuts, rest, rest_batched):
+            assert r.finish_reason == c.finish_reason
+            assert rb.token_ids[: len(c.token_ids) - a] == c.token_ids[a:]
+            assert r.token_ids == c.token_ids[a:]
+            torch.testing.assert_close(torch.tensor(r.logprobs), torch.tensor(c.logprobs[a:]), atol=1e-4, rtol=0)
+
+
+def test_same_seed_same_samples_other_seed_other_samples(engine, tiny_sft):
+    prompts = ids_of(tiny_sft[1])
+    a = engine.generate(prompts, n=4, max_new_tokens=40, temperature=1.0, seed=7)
+    b = engine.generate(prompts, n=4, max_new_tokens=40, temperature=1.0, seed=7)
+    c = engine.generate(prompts, n=4, max_new_tokens=40, temperature=1.0, seed=8)
+    assert a == b
+    assert [x.token_ids for r in a for x in r] != [x.token_ids for r in c for x in r]
+    torch.manual_seed(0)  # seed=None follows the global RNG
+    d = engine.generate(prompts, n=2, max_new_tokens=20, seed=None)
+    torch.manual_seed(0)
+    assert engine.generate(prompts, n=2, max_new_tokens=20, seed=None) == d
+
+
+def test_chunking_does_not_change_greedy_results(tiny_sft):
+    model, tok = tiny_sft
+    prompts = ids_of(tok)
+    big = HFEngine(model, tok, batch_size=256).generate(prompts, n=3, max_new_tokens=50, temperature=0.0)
+    small = HFEngine(model, tok, batch_size=2).generate(prompts, n=3, max_new_tokens=50, temperature=0.0)
+    assert [[x.token_ids for x in r] for r in big] == [[x.token_ids for x in r] for r in small]
+    assert all(len(r) == 3 and r[0] == r[1] == r[2] for r in big)  # greedy n copies
+
+
+def test_finish_reasons_and_shapes(engine, tiny_sft):
+    _, tok = tiny_sft
+    eos = tok.eos_token_id
+    out = engine.generate(ids_of(tok), n=8, max_new_tokens=60, temperature=1.0, seed=0)
+    assert len(out) == len(PROMPTS) and all(len(r) == 8 for r in out)
+    reasons = {c.finish_reason for r in out for c in r}
+    assert "stop" in reasons
+    for c in (c for r in out for c in r):
+        assert isinstance(c, Completion) and len(c.logprobs) == len(c.token_ids)
+        assert tok.pad_token_id not in c.token_ids
+        if c.finish_reason == "stop":
+            assert c.token_ids[-1] == eos and eos not in c.token_ids[:-1]
+        else:
+            assert len(c.token_ids) == 60 and eos not in c.token_ids
+    short = engine.generate(ids_of(tok), n=2, max_new_tokens=3, temperature=1.0, seed=0)
+    assert all(c.finish_reason == "length" and len(c.token_ids) == 3 for r in short for c in r)
+
+
+def test_logprobs_match_a_teacher_forced_forward_pass(engine, tiny_sft):
+    model, tok = tiny_sft
+    prompts = ids_of(tok)
+    for temperature, top_p in [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)]:
+        out = engine.generate(prompts, n=2, max_new_tokens=40, temperature=temperature, top_p=top_p, seed=1)
+        for p, row in zip(prompts, out):
+            for c in row:
+                ids = torch.tensor([p + c.token_ids])
+                with torch.no_grad():
+                    logits = model(ids).logits[0, len(p) - 1 : -1]  # (T, V) predicting each generated token
+                # Log-probs of the raw logits (before temperature / top-p), as documented.
+                expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(c.token_ids)[:, None]).squeeze(-1)
+                torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_counters(tiny_sft):
+    model, tok = tiny_sft
+    engine = HFEngine(model, tok)
+    prompts = ids_of(tok)
+    out = engine.generate(prompts, n=3, max_new_tokens=20, seed=0)
+    c = engine.counters
+    assert c.calls == 1 and c.seconds > 0
+    assert c.prompt_tokens == 3 * sum(len(p) for p in prompts)
+    assert c.generated_tokens == sum(len(x.token_ids) for r in out for x in r)
+    assert c.extra["prefill_computed_tokens"] == sum(len(p) for p in prompts)  # each prompt prefilled once
+
+
+def test_sync_weights_points_at_the_new_model(tiny_sft):
+    model, tok = tiny_sft
+    engine = HFEngine(model, tok)
+    other = type(model)(model.config).eval()
+
+    class Wrapped(torch.nn.Module):  # like DDP / accelerate: the real module under .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    engine.sync_weights(Wrapped(other))
+    assert engine.model is other  # shared, not copied
+    engine.sync_weights(model)
+    assert engine.model is model
+
+
+def test_generate_restores_training_mode(tiny_sft):
+    model, tok = tiny_sft
+    model.train()
+    try:
+        HFEngine(model, tok).generate(ids_of(tok)[:1], n=1, max_new_tokens=2)
+        assert model.training
+    finally:
+        model.eval()
+
+
+def test_bad_arguments_say_what_is_wrong(engine):
+    with pytest.raises(ValueError, match="at least one token"):
+        engine.generate([[]], n=1, max_new_tokens=4)
+    with pytest.raises(ValueError, match="top_p"):
+        engine.generate([[1]], n=1, max_new_tokens=4, top_p=0.0)
+    with pytest.raises(ValueError, match="n and max_new_tokens"):
+        engine.generate([[1]], n=0, max_new_tokens=4)
+
+
+def test_sample_next_top_p_keeps_the_nucleus():
+    # probs ∝ exp(logits) = [0.5, 0.3, 0.15, 0.05]: the mass before token 2 is 0.8 >= top_p 0.8, so tokens
+    # 2 and 3 are dropped and only 0 and 1 can be drawn (in ratio 5:3).
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
+    g = torch.Generator().manual_seed(0)
+    draws = sample_next(logits, temperature=1.0, top_p=0.8, generator=g)
+    assert set(draws.tolist()) == {0, 1}
+    assert abs((draws == 0).float().mean().item() - 0.5 / 0.8) < 0.03
+    # top_p below the top token's mass: greedy-like, only token 0.
+    assert set(sample_next(logits, 1.0, 0.4, g).tolist()) == {0}
+    assert sample_next(logits[:2], 0.0, 1.0, None).tolist() == [0, 0]
+    # temperature 0.5 sharpens: p ∝ [.5^2, .3^2, .15^2, .05^2] / Σ = [0.7003, 0.2521, 0.0630, 0.0070]
+    draws = sample_next(logits, temperature=0.5, top_p=1.0, generator=g)
+    assert abs((draws == 0).float().mean().item() - 0.25 / 0.357) < 0.03
+    assert math.isclose(0.25 / 0.357, 0.7003, abs_tol=1e-3)

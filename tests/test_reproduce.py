@@ -1,0 +1,113 @@
+"""fr3e.reproduce: profile selection, parameter building, output trimming; and the notebooks' hygiene."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fr3e import reproduce
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+# ---------------------------------------------------------------------------------------------- profiles
+def test_auto_picks_paper_with_gpus_and_tiny_without():
+    profile, why = reproduce.select_profile("auto", device_count=0)
+    assert profile == "tiny" and "no CUDA GPU" in why
+    profile, why = reproduce.select_profile("auto", device_count=8)
+    assert profile == "paper" and "8 CUDA GPU(s)" in why
+    assert reproduce.select_profile("tiny", device_count=8)[0] == "tiny"
+
+
+def test_paper_without_gpus_exits_naming_what_it_needs():
+    with pytest.raises(SystemExit) as exc:
+        reproduce.select_profile("paper", device_count=0)
+    message = str(exc.value)
+    for needed in ("CUDA GPUs", "pip install -e '.[gpu]'", "make plan-table1"):
+        assert needed in message
+
+
+def test_main_paper_without_gpus_returns_error(monkeypatch, capsys):
+    monkeypatch.setattr(reproduce, "cuda_devices", lambda: 0)
+    assert reproduce.main(["--profile", "paper", "table1"]) == 2
+    assert "CUDA GPUs" in capsys.readouterr().err
+
+
+def test_unknown_artefact_is_an_error(monkeypatch, capsys):
+    assert reproduce.main(["--profile", "tiny", "--dry-run", "fig9"]) == 2
+    assert "unknown artefact" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------------------------- parameters
+def test_full_tiny_parameters():
+    p = reproduce.full_parameters("tiny")
+    assert p["models"] == ["general", "math"] and p["seeds"] == [0, 1, 2] and p["eval_n"] == 16
+    assert p["runs_root"] == "../runs" and p["results_dir"] == "../results" and p["overrides"] == []
+    assert isinstance(p["steps"], int) and p["steps"] > reproduce.SMOKE_PARAMETERS["steps"]
+
+
+def test_parameters_are_restricted_to_declared_names():
+    params = reproduce.parameters_for("tiny", smoke=False, notebook=NOTEBOOK_DIR / "02_table1.ipynb")
+    assert "models" in params and "problem_index" not in params and "smooth" not in params
+    walk = reproduce.parameters_for("tiny", smoke=False, notebook=NOTEBOOK_DIR / "01_walkthrough.ipynb")
+    assert walk["m"] == 16 and "seeds" not in walk
+    assert reproduce.parameters_for("tiny", smoke=True)["steps"] == reproduce.SMOKE_PARAMETERS["steps"]
+
+
+def test_dry_run_plans_every_notebook_in_order():
+    record = reproduce.reproduce(["all"], profile="auto", smoke=True, dry_run=True, device_count=0)
+    assert list(record["notebooks"]) == list(reproduce.NOTEBOOKS)
+    assert record["profile"] == "tiny" and record["smoke"] is True
+    one = reproduce.reproduce(["entropy"], profile="tiny", dry_run=True, device_count=0)
+    assert list(one["notebooks"]) == ["entropy"]
+    assert one["notebooks"]["entropy"]["parameters"]["seeds"] == [0, 1, 2]
+
+
+def test_strip_outputs_trims_streams_and_huge_outputs():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="a" * 50 + "TAIL"),
+                    nbformat.v4.new_output("display_data", data={"image/png": "b" * 5000})]
+    nb.cells.append(cell)
+    assert reproduce.strip_outputs(nb, max_stream=10, max_bytes=1000) == 2
+    assert nb.cells[0].outputs[0]["text"].endswith("aaaaaaTAIL") and "trimmed" in nb.cells[0].outputs[0]["text"]
+    assert "removed" in nb.cells[0].outputs[1]["text"]
+
+
+# ---------------------------------------------------------------------------------------------- notebooks
+def test_every_artefact_has_its_notebook():
+    assert [p.name for p in NOTEBOOKS] == sorted(reproduce.NOTEBOOKS.values())
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_committed_clean(path):
+    nb = nbformat.read(str(path), as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for c in code:
+        assert not c.get("outputs"), f"{path.name}: commit notebooks without outputs (clear them)"
+        assert c.get("execution_count") is None, f"{path.name}: commit notebooks without execution counts"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: exactly one code cell must be tagged 'parameters'"
+    assert nb.metadata.kernelspec["name"] == reproduce.KERNEL
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert "claim" in nb.cells[0].source.lower()
+    for c in code:  # logic lives in fr3e/, not in notebooks
+        tree = ast.parse(c.source)
+        assert not any(isinstance(n, ast.FunctionDef | ast.ClassDef | ast.Lambda) for n in ast.walk(tree)), path.name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_defaults_are_the_smoke_values(path):
+    nb = nbformat.read(str(path), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    values = {}
+    for node in ast.parse(cell.source).body:
+        assert isinstance(node, ast.Assign), f"{path.name}: the parameters cell holds plain assignments only"
+        values[node.targets[0].id] = ast.literal_eval(node.value)
+    assert values == {k: reproduce.SMOKE_PARAMETERS[k] for k in values}
+    assert values.get("profile") == "tiny"

@@ -229,9 +229,9 @@ def plot_table1(summary: pd.DataFrame):
         for i, system in enumerate(systems):
             s = sub[sub["system"] == system].set_index("benchmark").reindex(benches)
             x = np.arange(len(benches)) + (i - (len(systems) - 1) / 2) * width
-            err = s["std"].fillna(0).to_numpy()
-            ax.bar(x, s["mean"].to_numpy(), width, yerr=err, color=COLORS[system], capsize=2,
-                   error_kw={"lw": 0.8}, label=system)
+            err = s["std"].to_numpy() if s["std"].notna().any() else None  # no bars with one seed
+            ax.bar(x, s["mean"].to_numpy(), width, yerr=None if err is None else np.nan_to_num(err),
+                   color=COLORS[system], capsize=2, error_kw={"lw": 0.8}, label=system)
         ax.set_xticks(np.arange(len(benches)))
         ax.set_xticklabels([f"{b}\n({STANDS_IN_FOR[b]})" if b in STANDS_IN_FOR else b for b in benches],
                            fontsize="small")
@@ -270,8 +270,9 @@ def plot_walkthrough(sample: dict, trajectory_id: int | None = None, cmap: str =
     ax_v = fig.add_subplot(grid[1, 0])
     ax_a = fig.add_subplot(grid[1, 1])
 
-    # Tokens laid out like the text: a new line after each newline token, wrapped at `width` columns.
-    width = 48
+    # Tokens laid out like the text: a new line after each newline token, wrapped at 48 columns.
+    line_lengths = [len(line) + 1 for line in "".join("\n" if t == "\n" else "x" for t in tokens).split("\n")]
+    width = max(12, min(48, max(line_lengths)))
     norm = Normalize(vmin=0.0, vmax=max(float(entropy.max()) if entropy.size else 1.0, 1e-6))
     colours = plt.get_cmap(cmap)
     row, col, rows_used = 0, 0, 1
@@ -280,7 +281,7 @@ def plot_walkthrough(sample: dict, trajectory_id: int | None = None, cmap: str =
             row, col = row + 1, 0
         h = entropy[t] if t < entropy.size else 0.0
         ax_t.add_patch(Rectangle((col, -row - 1), 1, 1, facecolor=colours(norm(h)), edgecolor="white", lw=0.3))
-        ax_t.text(col + 0.5, -row - 0.5, _token_glyph(token), ha="center", va="center", fontsize=8,
+        ax_t.text(col + 0.5, -row - 0.5, _token_glyph(token), ha="center", va="center", fontsize=8 if width > 30 else 11,
                   family="monospace", color="white" if norm(h) < 0.6 else "black")
         if t in anchors:
             j = anchors.index(t) + 1
@@ -327,7 +328,7 @@ def plot_walkthrough(sample: dict, trajectory_id: int | None = None, cmap: str =
     ax_a.set_xticks(j)
     ax_a.set_xticklabels([f"S_{s['key'][2]}" for s in states], fontsize="small")
     ax_a.set_xlabel("state S_j")
-    ax_a.set_ylabel("modulation factor α_j (×, 1 = unchanged)")
+    ax_a.set_ylabel("modulation factor α_j (1 = unchanged)")
     ax_a.legend(fontsize="small", frameon=False, loc="best")
     ax_a.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -57,7 +57,7 @@ SMOKE_PARAMETERS = {
     "accelerate_config": None,
     "smooth": 1,
     "model": "general",
-    "problem_index": 0,
+    "problem_index": None,
     "k": 4,
     "m": 8,
     "seed": 0,
@@ -114,8 +114,8 @@ def select_profile(requested: str = "auto", device_count: int | None = None) -> 
     missing = paper_requirements(n)
     if missing:
         raise ProfileError("the paper profile cannot run here; it needs:\n  - " + "\n  - ".join(missing)
-                           + "\nPlan the runs first with `make plan-table1` (python -m fr3e.plan); on a CPU machine "
-                           "use --profile tiny.")
+                           + "\nThe runs are the recipes in reproduce/configs/table1/; plan them first with "
+                           "`make plan-table1` (python -m fr3e.plan). On a CPU machine use --profile tiny.")
     return "paper", f"requested with --profile paper ({n} CUDA GPU(s))"
 
 

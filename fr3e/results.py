@@ -1029,14 +1029,23 @@ def walkthrough(
     }
 
 
-def walkthrough_sample(profile: str = "tiny", model: str = "general", problem_index: int = 0, k: int = 4,
+def walkthrough_sample(profile: str = "tiny", model: str = "general", problem_index: int | None = None, k: int = 4,
                        m: int = 16, seed: int = 0, cache_dir: str | Path = DEFAULT_CACHE,
-                       runs_root: str | Path = "runs") -> dict:
-    """The walkthrough's annotated sample. tiny: `walkthrough` on the warm-started base model `model`;
-    paper: the first annotated sample (with anchors) of the FR3E run of `model` and `seed` under `runs_root`
-    (a 7B model is not sampled by hand here)."""
+                       runs_root: str | Path = "runs", max_tries: int = 20) -> dict:
+    """The walkthrough's annotated sample. tiny: `walkthrough` on the warm-started base model `model`, on
+    problem `problem_index`, or (None) on the first of `max_tries` problems whose state values differ (so α
+    has something to show; the last one tried otherwise); paper: the first annotated sample (with anchors)
+    of the FR3E run of `model` and `seed` under `runs_root` (a 7B model is not sampled by hand here)."""
     if profile == "tiny":
-        return walkthrough(tiny_model_dir(model, cache_dir), problem_index=problem_index, k=k, m=m, seed=seed)
+        model_dir = tiny_model_dir(model, cache_dir)
+        if problem_index is not None:
+            return walkthrough(model_dir, problem_index=problem_index, k=k, m=m, seed=seed)
+        for i in range(max_tries):
+            sample = walkthrough(model_dir, problem_index=i, k=k, m=m, seed=seed)
+            if len({s["value"] for s in sample["states"]}) > 1:
+                break
+        logger.info("walkthrough: problem %d (first whose state values differ)", i)
+        return sample
     found = sorted((Path(runs_root) / profile).glob(f"fr3e-{safe_name(model)}-s{seed}-*"))
     if not found:
         raise FileNotFoundError(f"no FR3E run of {model} (seed {seed}) under {Path(runs_root) / profile}; run the "

@@ -637,6 +637,7 @@ class Trainer:
             shutil.rmtree(tmp)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(tmp))
+        self.accelerator.wait_for_everyone()  # every process has written its RNG state into tmp
         if self.accelerator.is_main_process:
             atomic_write_json(tmp / "trainer_state.json", {
                 "step": self.step_index, "stream_position": self.stream.position, "wall": self.wall,

@@ -27,7 +27,7 @@ def test_paper_without_gpus_exits_naming_what_it_needs():
     with pytest.raises(SystemExit) as exc:
         reproduce.select_profile("paper", device_count=0)
     message = str(exc.value)
-    for needed in ("CUDA GPUs", "pip install -e '.[gpu]'", "make plan-table1"):
+    for needed in ("CUDA GPUs", "pip install -e '.[gpu]'", "reproduce/configs/table1/", "make plan-table1"):
         assert needed in message
 
 

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -141,8 +142,12 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
 
 def test_two_processes(tmp_path):
     run = tmp_path / "ddp"
+    with socket.socket() as sock:  # a free port, so concurrent runs never meet on the default 29500
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(port),
            "-m", "fr3e.train", "--config", str(ROOT / "reproduce/configs/tiny-grpo_pp.yaml"),
            "--run-dir", str(run), "--cache-dir", str(CACHE), "--no-progress"] + sum((["--set", s] for s in SMALL), [])
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")

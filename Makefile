@@ -56,7 +56,7 @@ lab: $(STAMP)  ## open JupyterLab on notebooks/
 	$(VENV)/bin/jupyter lab notebooks/
 
 bench: $(STAMP)  ## engine tok/s, FR3E and GRPO++ step time by phase, ratio to TRL GRPOTrainer
-	$(PY) reproduce/bench.py
+	OMP_WAIT_POLICY=PASSIVE $(PY) reproduce/bench.py
 
 plan-table1: $(STAMP)  ## print the paper-profile Table 1 plan: runs, GPUs, tokens, GPU-hours, disk
 	$(PY) -m fr3e.plan

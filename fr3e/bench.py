@@ -272,10 +272,12 @@ def run_all(
         raise FileNotFoundError(f"{model_dir} is not a tiny model directory (no tokenizer.json); pass a directory "
                                 "written by fr3e.tasks.warm_start, or leave model_dir unset")
     out = {"model_dir": str(model_dir), "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-           "load_start": load_average(), "versions": _versions()}
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_start": load_average(),
+           "versions": _versions()}
     if out["load_start"] and out["load_start"][0] > (os.cpu_count() or 1):
-        logger.warning("load average %.1f exceeds the %d CPUs: timings are contended (with one torch thread per "
-                       "core, contention can slow the tiny model several-fold); re-measure on an idle machine",
+        logger.warning("load average %.1f exceeds the %d CPUs: timings are contended (OpenMP threads spinning "
+                       "against other processes slow the tiny model up to ~10x); re-measure on an idle machine, or "
+                       "use --threads 1 or OMP_WAIT_POLICY=PASSIVE",
                        out["load_start"][0], os.cpu_count())
     t_all = time.perf_counter()
     logger.info("engine throughput (%s)", model_dir)

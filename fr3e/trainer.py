@@ -598,7 +598,7 @@ class Trainer:
             "loss": stats.get("loss", 0.0), "grad_norm": stats.get("grad_norm", 0.0),
             "logprob_gap": stats.get("logprob_gap", 0.0),
             "gen_tokens": int(self._sum(gen_tokens)), "prefill_tokens": int(self._sum(prefill)),
-            "trained_tokens": int(tok / max(cfg.optim.updates_per_batch, 1)),
+            "trained_tokens": int(tok),  # the mini-batches partition the batch: each token trains once
             "lr": self.scheduler.get_last_lr()[0],
             **{k: timer[k] for k in ("time_generate", "time_score", "time_forward", "time_backward")},
         }

@@ -45,7 +45,7 @@ def format_table(r: dict) -> str:
     e = r["engine"]
     lines = [
         f"fr3e bench: tiny model {Path(r['model_dir']).name}, {r['torch_threads']} torch threads, "
-        f"{r['cpu_count']} CPUs; load avg (1/5/15 min) start {_load(r['load_start'])}, end {_load(r['load_end'])}",
+        f"{r['cpu_count']} CPUs, OMP_WAIT_POLICY={r.get('omp_wait_policy') or 'default'}; load avg (1/5/15 min) start {_load(r['load_start'])}, end {_load(r['load_end'])}",
         "",
         f"1. HFEngine: {e['tokens_per_s']:,.0f} generated tok/s (median of {len(e['runs'])}) at batch "
         f"{e['rows']} = {e['num_prompts']} prompts x n={e['n']}, max_new_tokens {e['max_new_tokens']}, "

@@ -11,6 +11,20 @@ QUICK_SFT = dict(steps=80, batch_size=32, lr=1e-2, warmup_steps=5, hidden_size=6
                  intermediate_size=128)
 
 
+@pytest.fixture
+def cpu_threads():
+    """Torch CPU threads as the warm start picks them (1 on a busy machine, where 2 contending OpenMP threads
+    ran ~8x slower), restored afterwards."""
+    import torch
+
+    from fr3e.tasks.warm_start import training_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(training_threads())
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_sft():
     """(model, tokenizer): a 2-layer h64 Qwen3 decoder after 80 SFT steps on the arithmetic train split."""

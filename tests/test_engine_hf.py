@@ -8,6 +8,8 @@ import torch
 from fr3e.engines.base import Completion, Engine
 from fr3e.engines.hf import HFEngine, sample_next
 
+pytestmark = pytest.mark.usefixtures("cpu_threads")
+
 PROMPTS = ["12*3+45=?\n", "57*8+19=?\n", "23*47=?\n", "99*99=?\n", "123*45=?\n"]
 
 
@@ -29,20 +31,24 @@ def test_greedy_continuation_from_a_prefix_reproduces_the_trajectory(engine, tin
     _, tok = tiny_sft
     prompts = ids_of(tok)
     budget = 60
-    full = engine.generate(prompts, n=1, max_new_tokens=budget, temperature=0.0)
-    assert any(c.finish_reason == "stop" for [c] in full)
-    for p, [c] in zip(prompts, full):
-        # Restart from several cut points with the remaining budget: the rest must come back token for
-        # token (the states have different lengths, so the batch is ragged and left-padded on purpose).
-        cuts = [1, len(c.token_ids) // 2, len(c.token_ids) - 1]
-        states = [p + c.token_ids[:a] for a in cuts]
-        rest = [engine.generate([s], n=1, max_new_tokens=budget - a, temperature=0.0)[0] for s, a in zip(states, cuts)]
-        rest_batched = engine.generate(states, n=1, max_new_tokens=budget - cuts[0], temperature=0.0)
-        for a, [r], [rb] in zip(cuts, rest, rest_batched):
-            assert r.finish_reason == c.finish_reason
-            assert rb.token_ids[: len(c.token_ids) - a] == c.token_ids[a:]
-            assert r.token_ids == c.token_ids[a:]
-            torch.testing.assert_close(torch.tensor(r.logprobs), torch.tensor(c.logprobs[a:]), atol=1e-4, rtol=0)
+    full = [row[0] for row in engine.generate(prompts, n=1, max_new_tokens=budget, temperature=0.0)]
+    assert any(c.finish_reason == "stop" for c in full)
+    # Restart from several cut points of every trajectory. All states in one batch: different lengths, so
+    # the batch is ragged and left-padded on purpose; the rest must come back token for token.
+    states, expected = [], []
+    for p, c in zip(prompts, full):
+        for a in (1, len(c.token_ids) // 2, len(c.token_ids) - 1):
+            states.append(p + c.token_ids[:a])
+            expected.append(c.token_ids[a:])
+    rest = engine.generate(states, n=1, max_new_tokens=budget, temperature=0.0)
+    for [r], e in zip(rest, expected):
+        assert r.token_ids[: len(e)] == e
+    # One state alone, with exactly the remaining budget: same tokens, log-probs and finish reason.
+    for p, c in zip(prompts, full):
+        a = len(c.token_ids) // 2
+        [[r]] = engine.generate([p + c.token_ids[:a]], n=1, max_new_tokens=budget - a, temperature=0.0)
+        assert r.token_ids == c.token_ids[a:] and r.finish_reason == c.finish_reason
+        torch.testing.assert_close(torch.tensor(r.logprobs), torch.tensor(c.logprobs[a:]), atol=1e-4, rtol=0)
 
 
 def test_same_seed_same_samples_other_seed_other_samples(engine, tiny_sft):

@@ -11,6 +11,8 @@ from fr3e.engines.base import Completion, EngineCounters
 from fr3e.evaluate import bootstrap_ci, evaluate, ks_for, main, pass_at_k, score_benchmark, write_json_atomic
 from fr3e.tasks.arithmetic import make_split
 
+pytestmark = pytest.mark.usefixtures("cpu_threads")
+
 
 # ------------------------------------------------------------------------------------------ pass@k
 @pytest.mark.parametrize(

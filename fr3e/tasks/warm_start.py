@@ -77,7 +77,7 @@ class WarmStartConfig:
 
 BASE_MODELS = {
     "general": WarmStartConfig(steps=800),  # short warm start: the weaker "general" base model
-    "math": WarmStartConfig(steps=1000),  # longer warm start: the "math-specialised" base model
+    "math": WarmStartConfig(steps=860),  # longer warm start: the "math-specialised" base model
 }
 """The two tiny base models mirroring the paper's Table 1 rows (Qwen2.5-7B, Qwen2.5-Math-7B)."""
 

@@ -76,10 +76,15 @@ class WarmStartConfig:
 
 
 BASE_MODELS = {
-    "general": WarmStartConfig(steps=800),  # short warm start: the weaker "general" base model
-    "math": WarmStartConfig(steps=860),  # longer warm start: the "math-specialised" base model
+    # Short warm start, the weaker base model (stands in for Qwen2.5-7B). Measured (seed 0, n=16, T=1,
+    # top_p 0.95, 128 problems per split): avg@16 easy 67.1, medium 39.6, hard 2.6.
+    "general": WarmStartConfig(steps=800),
+    # Longer warm start, the stronger "math-specialised" base model (Qwen2.5-Math-7B): less room for RL.
+    # Measured the same way: avg@16 easy 73.3, medium 51.7, hard 3.2.
+    "math": WarmStartConfig(steps=900),
 }
-"""The two tiny base models mirroring the paper's Table 1 rows (Qwen2.5-7B, Qwen2.5-Math-7B)."""
+"""The two tiny base models mirroring the paper's Table 1 rows. Accuracy rises steeply with SFT steps on
+this task (650 steps: 40/20/1; 1000 steps: 84/66/5), so the step counts are tuned, not round numbers."""
 
 
 def task_fingerprint(seed: int = 0, num_problems: int = 64) -> str:

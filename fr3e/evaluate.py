@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -240,8 +241,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report = evaluate(args.model, benchmarks=args.benchmarks, n=args.n, temperature=args.temperature,
                       top_p=args.top_p, max_new_tokens=args.max_new_tokens, num_problems=args.num_problems,
                       seed=args.seed, out=args.out)
-    print(format_table(report))
-    print(f"({report['seconds']:.1f} s, {report['engine']['generated_tokens']} generated tokens)")
+    sys.stdout.write(format_table(report) + "\n")
+    sys.stdout.write(f"({report['seconds']:.1f} s, {report['engine']['generated_tokens']} generated tokens)\n")
     return report
 
 

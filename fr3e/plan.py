@@ -33,6 +33,7 @@ import argparse
 import logging
 import math
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.config_dir is None and not config_dir.exists():
         config_dir = Path(__file__).resolve().parents[1] / DEFAULT_CONFIG_DIR
     rows = [estimate_run(c, a) for c in load_recipes(config_dir)]
-    print(format_table(rows, a))
+    sys.stdout.write(format_table(rows, a) + "\n")
     return 0
 
 

@@ -289,13 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         record = reproduce(args.targets, args.profile, args.smoke, args.dry_run)
     except ProfileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     if args.dry_run:
-        print(json.dumps(record, indent=1))
+        sys.stdout.write(json.dumps(record, indent=1) + "\n")
     return 0
 
 

@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     parser.add_argument("--engine", choices=("hf", "vllm"), default=None, help="default: vllm if usable, else hf")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    print(json.dumps(gpu_smoke(args.out, args.steps, args.engine), indent=2))
+    sys.stdout.write(json.dumps(gpu_smoke(args.out, args.steps, args.engine), indent=2) + "\n")
     return 0
 
 

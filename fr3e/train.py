@@ -38,16 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = from_dict(TrainConfig, {**config.to_dict(),
                                              "data": {**config.to_dict()["data"], "local_files": local}})
     except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     from fr3e.trainer import TrainingError, train
 
     try:
         path = train(config, args.run_dir, progress=not args.no_progress, cache_dir=args.cache_dir)
     except (ConfigError, TrainingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return 1
-    print(path)
+    sys.stdout.write(f"{path}\n")
     return 0
 
 

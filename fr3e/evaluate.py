@@ -238,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--out", default=None, help="write the JSON report here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not torch.cuda.is_available():
+        from fr3e.tasks.warm_start import training_threads
+
+        torch.set_num_threads(training_threads())  # 1 thread on a busy CPU: much faster there (measured)
     report = evaluate(args.model, benchmarks=args.benchmarks, n=args.n, temperature=args.temperature,
                       top_p=args.top_p, max_new_tokens=args.max_new_tokens, num_problems=args.num_problems,
                       seed=args.seed, out=args.out)

@@ -265,6 +265,10 @@ def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False
     record["total_seconds"] = round(time.perf_counter() - start, 1)
     if not dry_run and results_dir is not None:
         atomic_write_json(resolve(results_dir) / "reproduce.json", record)
+        if "all" in targets:
+            from fr3e.results import write_results_readme
+
+            write_results_readme(resolve(results_dir))
     logger.info("total wall time %s", _duration(record["total_seconds"]))
     return record
 

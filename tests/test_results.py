@@ -362,3 +362,18 @@ def test_claims_without_measurements_say_not_measured(metrics):
     assert results.claim_entropy(blank)[0]["holds?"] == "n/a (not measured)"
     half = metrics.assign(entropy=np.where(metrics["model"] == "math", np.nan, metrics["entropy"]))
     assert results.claim_entropy(half)[0]["holds?"] == "yes (not measured: math)"
+
+
+def test_results_readme_is_built_from_summaries(tmp_path):
+    import json as _json
+
+    from fr3e.results import results_readme
+
+    (tmp_path / "entropy").mkdir()
+    claim = {"claim": "FR3E entropy higher", "paper": "Fig. 3", "ours": "0.20 vs 0.10 nats", "holds?": "yes"}
+    (tmp_path / "entropy" / "summary.json").write_text(_json.dumps({"claims": [claim]}))
+    (tmp_path / "reproduce.json").write_text(_json.dumps({"profile": "tiny", "profile_reason": "test",
+                                                          "git_sha": "abc", "total_seconds": 61.0}))
+    text = results_readme(tmp_path)
+    assert "## Entropy dynamics (Fig. 3)" in text and "| FR3E entropy higher | Fig. 3 | 0.20 vs 0.10 nats | yes |" in text
+    assert "total wall time 61 s" in text and "Table 1" not in text

@@ -12,10 +12,11 @@ The version we implement:
   (BOS + question) and padding carry no loss.
 - A plain torch loop (AdamW, linear warm-up then cosine decay, grad-clip), not TRL's SFTTrainer, because
   (a) on 2 CPU cores the Trainer's per-step overhead (callbacks, logging, dataloader workers, collators)
-  is a visible share of a ~0.1 s step, (b) we need bitwise determinism for a fixed seed and full control of
-  threads (`training_threads`), data order and the completion-only mask, and (c) it is 30 lines anyone can read.
+  is a visible share of a ~0.12 s step, (b) we need bitwise determinism for a fixed seed and full control
+  of threads (`training_threads`), data order and the completion-only mask, and (c) it is 30 lines anyone
+  can read.
 - Problems are drawn on the fly from the training pool (never from the evaluation pool).
-- Cached by a hash of (name, config, seed, task version): `cache_dir/<name>-<hash>/` holds the model, the
+- Cached by a hash of (name, config, seed, task version and fingerprint): `cache_dir/<name>-<hash>/` holds the model, the
   tokenizer and `warm_start.json`; a second call returns at once. Training writes into a temporary
   directory that is renamed into place only when complete, so an interrupted run leaves nothing half-made.
 """
@@ -52,7 +53,7 @@ vocabulary) cannot see, so cached warm starts are rebuilt."""
 class WarmStartConfig:
     """One SFT warm start. Defaults are our choice (measured on 2 CPU cores); the paper has no such step."""
 
-    steps: int = 600  # optimizer steps
+    steps: int = 800  # optimizer steps (BASE_MODELS sets it per base model)
     batch_size: int = 64  # problems per step (~3k tokens)
     lr: float = 3e-3  # peak AdamW learning rate (tiny models tolerate a high LR)
     warmup_steps: int = 50  # linear warm-up steps, then cosine decay to min_lr_ratio · lr

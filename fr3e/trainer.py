@@ -32,7 +32,6 @@ resumed run reproduces an uninterrupted one exactly.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import random
@@ -54,6 +53,7 @@ from fr3e.io import append_jsonl, atomic_write_json
 from fr3e.losses import policy_loss
 from fr3e.modulation import modulation_by_key
 from fr3e.runlog import RunDir
+from fr3e.seeds import derive_seed
 from fr3e.sampling import ALL_RIGHT, ALL_WRONG, group_outcomes, select_base_trajectories, signal_groups
 from fr3e.values import state_values, wilson_interval
 
@@ -66,12 +66,6 @@ TIMING_KEYS = ("time_generate", "time_score", "time_forward", "time_backward", "
 
 class TrainingError(RuntimeError):
     """The run cannot continue (non-finite loss or reward, ...); the message names the step and cause."""
-
-
-def derive_seed(*parts) -> int:
-    """A 62-bit seed from any tuple of ints/strings (stable across processes and Python versions)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 2
 
 
 # --------------------------------------------------------------------------------------------- data

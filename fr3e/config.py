@@ -221,6 +221,14 @@ class TrainConfig:
     eval_every: int = _help("Evaluate every N steps (0 = only at the end).", 0)
     checkpoint_every: int = _help("Checkpoint every N steps (the last step is always saved).", 25)
     sample_every: int = _help("Write a few annotated trajectories to samples.jsonl every N steps.", 10)
+    distributed_timeout_s: int = _help(
+        "Seconds a process waits in a collective (gather, reduce, barrier, FSDP forward) before the run fails. "
+        "Our choice: 1800 (torch's default is 600, too short for a checkpoint of a 32B model); the CPU "
+        "rehearsal sets a few seconds so that a hang fails fast.", 1800)
+    rehearsal_zero_reward_rank: int = _help(
+        "Rehearsal only: this process scores every rollout 0, so it has no signal-carrying group and fewer "
+        "micro-batches than the others (tests that uneven ranks do not hang). -1 = off (always, in real runs).",
+        -1)
     model: ModelConfig = _help("The policy to start from and its dtype.", factory=ModelConfig)
     data: DataConfig = _help("Training prompts, batch target, lengths, evaluation sets.", factory=DataConfig)
     rollout: RolloutConfig = _help("Rollout engine and sampling parameters.", factory=RolloutConfig)
@@ -235,6 +243,8 @@ class TrainConfig:
         _check(self.steps >= 1, f"steps={self.steps}: train for at least 1 step.")
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1.")
         _check(self.eval_every >= 0 and self.sample_every >= 0, "eval_every and sample_every must be >= 0.")
+        _check(self.distributed_timeout_s >= 1, f"distributed_timeout_s={self.distributed_timeout_s}: use >= 1 "
+               "second (1800 on GPU nodes; a few seconds in CPU rehearsals).")
 
     # ------------------------------------------------------------------ derived values
     @property

@@ -1,4 +1,5 @@
-"""fr3e.results: loaders on fabricated run directories, aggregations with hand-computed expectations.
+"""fr3e.results, fr3e.runs, fr3e.claims: loaders on fabricated run directories, aggregations and claims with
+hand-computed expectations (the statistics themselves are tested in tests/test_stats.py).
 
 The fixture tests/fixtures/runs/tiny/ holds 8 fabricated runs: {grpo_pp, fr3e} × {general, math} × seeds
 {0, 1}, 4 steps each, final evaluation at step 4 (plus an earlier one at step 2 that must be ignored).
@@ -21,7 +22,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from fr3e import results  # noqa: E402
+from fr3e import claims, results, stats  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs" / "tiny"
 RUN_DIRS = sorted(FIXTURE.iterdir())
@@ -66,23 +67,10 @@ def test_run_meta_errors_teach(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- statistics
-def test_t_quantile_and_paired_interval():
-    assert results.t_quantile_975(2) == pytest.approx(4.3027, abs=1e-4)
-    assert 1.96 < results.t_quantile_975(1000) < results.t_quantile_975(120)
-    assert results.t_quantile_975(22) == pytest.approx(2.0739, abs=2e-3)  # interpolated; exact 2.0739
-    # diffs 1, 2, 3: mean 2, sd 1, se 1/sqrt(3) = 0.57735, half = 4.3027 * 0.57735 = 2.4842
-    m, lo, hi = results.paired_t_interval([1.0, 2.0, 3.0])
-    assert (m, lo, hi) == pytest.approx((2.0, -0.4842, 4.4842), abs=1e-3)
-    m, lo, hi = results.paired_t_interval([5.0])
-    assert m == 5.0 and math.isnan(lo) and math.isnan(hi)
-
-
-def test_mean_std_and_format():
-    # 40, 50, 60: mean 50, sample std sqrt((100 + 0 + 100) / 2) = 10
-    assert results.mean_std([40, 50, 60]) == (50.0, 10.0, 3)
-    assert results.fmt_mean_std(50.0, 10.0) == "50.0 ± 10.0"
-    assert results.fmt_mean_std(41.25, float("nan")) == "41.2"  # one seed: no ±
-    assert results.fmt_mean_std(float("nan"), float("nan")) == "–"
+def test_statistics_live_in_stats_and_stay_importable_from_results():
+    # the hand-computed cases are in tests/test_stats.py; notebooks still reach them through fr3e.results
+    assert results.paired_t_interval is stats.paired_t_interval and results.mean_std is stats.mean_std
+    assert results.claims_table is claims.claims_table  # resolved lazily from fr3e.claims
 
 
 # ---------------------------------------------------------------------------------------------- table 1
@@ -118,6 +106,7 @@ def test_deltas_paired_by_seed(final):
     assert row["delta"] == pytest.approx(7.5)
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((7.5 - 31.7655, 7.5 + 31.7655), abs=1e-3)
     assert row["wins"] == 2 and row["seeds"] == 2
+    assert row["sd"] == pytest.approx(3.5355, abs=1e-4)  # sqrt(((5 - 7.5)² + (10 - 7.5)²) / 1)
     # general avg: per-seed diffs 30-25 = 5 and 40-35 = 5 -> CI collapses to [5, 5]
     assert d.loc[("general", "avg"), ["delta", "ci_low", "ci_high"]].tolist() == pytest.approx([5, 5, 5])
     assert d.loc[("math", "avg"), "delta"] == pytest.approx(10 / 3)
@@ -141,54 +130,121 @@ def test_paper_reference_never_invents():
 
 
 # ----------------------------------------------------------------------------------------------- claims
+def _verdicts(table: pd.DataFrame) -> dict[tuple[str, str], str]:
+    return {(c, m): v for c, m, v in zip(table["claim"], table["model"], table["verdict"])}
+
+
 def test_claims_table_rows_and_verdicts(metrics, final):
-    claims = results.claims_table(metrics, final)
-    assert list(claims.columns) == ["claim", "paper", "ours", "holds?"]
-    by = dict(zip(claims["claim"], claims["holds?"]))
-    assert by["FR3E ≥ GRPO++ avg (avg@n over the splits)"] == "yes"
-    assert by["FR3E's gain smaller on the math-specialised base model"] == "yes"  # +5.0 vs +3.3
-    # end-of-training entropy: general FR3E 0.705 > 0.405, math FR3E 0.305 < 0.405 -> partly
-    assert by["FR3E entropy higher than GRPO++ at the end of training (trained tokens)"] == "partly (1/2 models)"
-    assert by["FR3E advantages more tightly centred (smaller std)"] == "yes"  # 0.3 < 0.5
-    assert by["FR3E raises All-Right share and lowers All-Wrong share (more than GRPO++)"] == "yes"
-    assert by["FR3E responses longer than GRPO++ (trained rollouts, prefix + continuation)"] == "yes"  # 33 > 24
+    table = claims.claims_table(metrics, final, details=True)
+    assert list(table.columns) == claims.COLUMNS + claims.DETAIL_COLUMNS
+    assert list(claims.claims_table(metrics, final).columns) == ["claim", "model", "paper", "ours", "verdict"]
+    assert all(v.split(" ")[0] in stats.VERDICTS for v in table["verdict"])
+    by = _verdicts(table)
+    # general avg per seed: FR3E − GRPO++ = 30 − 25 = 5 and 40 − 35 = 5 -> [5, 5]
+    assert by[(claims.TABLE1_CLAIM, "general")] == "holds (+5.0 [+5.0, +5.0])"
+    # per-seed gains: general 5, 5; math 10/3, 10/3 -> math − general = −1.67 with sd 0 -> [−1.7, −1.7]
+    assert by[(claims.MATH_CLAIM, "math − general")] == "holds (−1.7 [−1.7, −1.7])"
+    # end-of-training entropy (last quarter = step 4): general FR3E 0.70, 0.71 vs GRPO++ 0.40, 0.41 -> +0.30 each
+    key = "FR3E entropy higher than GRPO++ at the end of training (trained tokens)"
+    assert by[(key, "general")] == "holds (+0.300 [+0.300, +0.300])"
+    assert by[(key, "math")] == "contradicted (−0.100 [−0.100, −0.100])"  # 0.30, 0.31 vs 0.40, 0.41
+    # the same, on full responses: math 0.40, 0.41 on both sides -> a zero-width interval at 0 contains 0
+    key = "FR3E entropy higher than GRPO++ at the end of training (full responses from the prompt)"
+    assert by[(key, "math")] == "inconclusive (+0.000 [+0.000, +0.000])"
+    # advantage std 0.3 vs 0.5: the paper says lower, the interval [−0.2, −0.2] is below 0 -> holds
+    assert by[("FR3E advantages more tightly centred (smaller std)", "general")] == "holds (−0.200 [−0.200, −0.200])"
+    key = "FR3E responses longer than GRPO++ (trained rollouts, prefix + continuation)"
+    assert by[(key, "general")] == "holds (+9.0 [+9.0, +9.0])"  # 33 vs 24 tokens in both seeds
 
 
-def test_claim_table1_reports_ci_and_flags_zero():
+def test_claim_table1_interval_contains_zero():
     rows = []
     for seed, (g, f) in enumerate([(0.30, 0.40), (0.40, 0.30), (0.35, 0.40)]):
         for method, v in (("grpo_pp", g), ("fr3e", f)):
             rows += [{"model": "general", "method": method, "seed": seed, "benchmark": b, "avg": v}
                      for b in ("easy", "medium", "hard")]
-    claim = results.claim_table1(pd.DataFrame(rows))[0]
-    # per-seed diffs +10, -10, +5 -> mean +1.7, CI includes 0
-    assert claim["ours"].startswith("general: +1.7 [")
-    assert claim["holds?"] == "yes (CI includes 0)"
+    row = claims.claim_table1(pd.DataFrame(rows))[0]
+    # per-seed diffs +10, −10, +5: mean 1.667; deviations 8.333, −11.667, 3.333 -> s² = 216.67 / 2 = 108.33,
+    # s = 10.408, se = 10.408 / √3 = 6.009, half = 4.3027 · 6.009 = 25.86 -> [−24.2, +27.5]
+    assert row["verdict"] == "inconclusive (+1.7 [−24.2, +27.5])"
+    assert row["model"] == "general" and "95% paired t-interval over 3 seeds" in row["ours"]
 
 
-def test_composition_claim_hand_computed(metrics):
+def test_difference_of_differences_from_deltas_with_or_without_sd():
+    # per-seed gains: general 5, 5, 8 (mean 6, s² 3); math 1, 2, 3 (mean 2, s² 1) -> math − general = −4,
+    # Welch se √(3/3 + 1/3) = 1.1547, df 3.2 -> 3, t 3.1824 -> half 3.6747 -> [−7.7, −0.3]: smaller on math
+    rows = []
+    for model, diffs in (("general", [5.0, 5.0, 8.0]), ("math", [1.0, 2.0, 3.0])):
+        m, lo, hi = stats.paired_t_interval(diffs)
+        rows.append({"model": model, "benchmark": "avg", "grpo_pp": 40.0, "fr3e": 40.0 + m, "delta": m,
+                     "ci_low": lo, "ci_high": hi, "sd": stats.mean_std(diffs)[1], "seeds": 3, "wins": 3})
+    d = pd.DataFrame(rows)
+    row = claims.claim_table1_from_deltas(d)[-1]
+    assert row["model"] == "math − general" and row["verdict"] == "holds (−4.0 [−7.7, −0.3])"
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((-7.67473, -0.32527), abs=1e-4)
+    # a committed deltas table without the sd column: the sd is recovered from the t-interval
+    again = claims.claim_table1_from_deltas(d.drop(columns=["sd"]))[-1]
+    assert (again["ci_low"], again["ci_high"]) == pytest.approx((row["ci_low"], row["ci_high"]), abs=1e-9)
+    # one seed: no interval, never a verdict from the point estimates
+    one = d.assign(seeds=1, ci_low=np.nan, ci_high=np.nan, sd=np.nan)
+    assert claims.claim_table1_from_deltas(one)[-1]["verdict"].startswith("inconclusive (−4.0, no interval")
+
+
+def test_composition_claims_compare_like_with_like(metrics):
     shares = results.composition_shares(metrics)
     first = shares[(shares["run"] == "fr3e-general-s0-4") & (shares["step"] == 1)].iloc[0]
     assert (first["all_right"], first["all_wrong"], first["mixed"]) == pytest.approx((0.25, 0.5, 0.25))
-    # FR3E All-Right 2/8 -> 5/8 (+37.5 pts) vs GRPO++ 2/8 -> 3/8 (+12.5)
-    row = results.claim_composition(metrics)[0]
-    assert "All-Right +38 vs +12 pts" in row["ours"] and row["holds?"] == "yes"
+    # the fixture's prompt groups: FR3E M = 16 continuations of S_0, GRPO++ G = 4 rollouts -> not comparable
+    assert set(metrics.loc[metrics["method"] == "fr3e", "group_size"]) == {16}
+    rows = claims.claims_table(metrics, artefacts=["all_right"])
+    assert rows["verdict"].str.startswith("inconclusive (not like for like: prompt groups of different sizes "
+                                          "(FR3E 16, GRPO++ 4 rollouts)").all()
+    # same group sizes: FR3E All-Right 2/8 -> 5/8 (+37.5 pts), GRPO++ 2/8 -> 3/8 (+12.5) in both seeds -> +25
+    same = claims.claims_table(metrics.assign(group_size=8), artefacts=["all_right"])
+    by = _verdicts(same)
+    key = "FR3E raises the All-Right share of prompt groups more than GRPO++ (end − start of training)"
+    assert by[(key, "general")] == "holds (+25.0 [+25.0, +25.0])"
+    assert "FR3E 37.5 vs GRPO++ 12.5 pts" in same["ours"].iloc[0]
+
+
+def test_eval_composition_claim_hand_computed(final):
+    rows = claims.eval_claim(next(s for s in claims.SPECS if s.kind == "eval" and s.column == "all_right"), final)
+    per = final.groupby(["model", "method", "seed"])["all_right"].mean().mul(100)
+    diffs = [per[("general", "fr3e", s)] - per[("general", "grpo_pp", s)] for s in (0, 1)]
+    m, lo, hi = stats.paired_t_interval(diffs)
+    assert rows[0]["model"] == "general" and (rows[0]["ci_low"], rows[0]["ci_high"]) == pytest.approx((lo, hi))
+
+
+def test_one_seed_uses_a_paired_bootstrap_over_steps():
+    # one seed, 8 steps: last quarter = steps 7, 8; FR3E entropy 0.5, 0.7 vs GRPO++ 0.2, 0.3 -> diffs 0.3, 0.4.
+    # Resample means are 0.3 (p 1/4), 0.35 (1/2), 0.4 (1/4): percentiles 2.5% -> 0.3, 97.5% -> 0.4.
+    rows = [{"model": "general", "method": m, "seed": 0, "step": t, "entropy": v, "run": m}
+            for m, late in (("fr3e", (0.5, 0.7)), ("grpo_pp", (0.2, 0.3)))
+            for t, v in zip(range(1, 9), (1.0,) * 6 + late)]
+    spec = claims.SPECS[0]
+    row = claims.level_claim(spec, pd.DataFrame(rows))[0]
+    # the estimate is the difference of the last-quarter means: 0.6 − 0.25 = 0.35
+    assert row["verdict"] == "holds (+0.350 [+0.300, +0.400])"
+    assert "1 seed: 95% paired bootstrap over the 2 last-quarter steps" in row["ours"]
 
 
 def test_claim_verdict_when_reversed(metrics):
     swapped = metrics.assign(method=metrics["method"].map({"fr3e": "grpo_pp", "grpo_pp": "fr3e"}))
-    assert results.claim_advantage(swapped)[0]["holds?"] == "no"
+    rows = claims.claims_table(swapped, artefacts=["advantage"])
+    assert rows["verdict"].str.startswith("contradicted (+0.200 [+0.200, +0.200])").all()
 
 
 def test_eval_claims_missing_columns_say_so(final):
-    rows = results.claim_eval_length(final.drop(columns=["mean_response_tokens"]))
-    assert rows[0]["holds?"] == "n/a" and "not logged" in rows[0]["ours"]
+    rows = claims.claims_table(final_evals=final.drop(columns=["mean_response_tokens"]), artefacts=["length"])
+    assert rows["verdict"].str.startswith("inconclusive (no interval: mean_response_tokens not logged").all()
+    assert "not logged" in rows["ours"].iloc[0]
 
 
 def test_walkthrough_claims_on_fixture_sample():
     sample = results.first_sample(FIXTURE / "fr3e-general-s0-4")
     rows = results.claims_table(sample=sample, artefacts=["walkthrough"])
-    assert rows["holds?"].tolist() == ["yes", "yes"]
+    assert [v.split(" ")[0] for v in rows["verdict"]] == ["holds", "holds"]
+    assert rows["verdict"].iloc[0].startswith("holds (exact check on one trajectory: lowest anchor − highest other")
     table = results.walkthrough_table(sample)
     assert table["state"].tolist() == ["S_0", "S_1", "S_2", "S_3"]
     assert table["right"].tolist() == [2, 3, 1, 4]
@@ -225,7 +281,7 @@ def test_ensure_runs_trains_missing_and_reuses_finished(tmp_path, caplog):
         return run_dir
 
     recipes = _recipes(tmp_path)
-    with caplog.at_level(logging.INFO, logger="fr3e.results"):
+    with caplog.at_level(logging.INFO, logger="fr3e.runs"):
         runs = results.ensure_runs(recipes, ["general", "math"], [0, 1], steps=3, runs_root=tmp_path / "runs",
                                    launcher=fake_train)
     assert len(runs) == 8 and len(calls) == 8
@@ -358,22 +414,59 @@ def test_walkthrough_on_a_fresh_tiny_model(tmp_path):
 
 def test_claims_without_measurements_say_not_measured(metrics):
     # a step with no trained rollouts logs entropy NaN; a method with only such steps cannot be compared
+    spec = claims.SPECS[0]
     blank = metrics.assign(entropy=np.where(metrics["method"] == "grpo_pp", np.nan, metrics["entropy"]))
-    assert results.claim_entropy(blank)[0]["holds?"] == "n/a (not measured)"
+    rows = claims.level_claim(spec, blank)
+    assert [r["verdict"] for r in rows] == ["inconclusive (no interval: not measured)"] * 2
     half = metrics.assign(entropy=np.where(metrics["model"] == "math", np.nan, metrics["entropy"]))
-    assert results.claim_entropy(half)[0]["holds?"] == "yes (not measured: math)"
+    assert [r["verdict"].split(" ")[0] for r in claims.level_claim(spec, half)] == ["holds", "inconclusive"]
 
 
 def test_results_readme_is_built_from_summaries(tmp_path):
-    import json as _json
-
-    from fr3e.results import results_readme
-
     (tmp_path / "entropy").mkdir()
-    claim = {"claim": "FR3E entropy higher", "paper": "Fig. 3", "ours": "0.20 vs 0.10 nats", "holds?": "yes"}
-    (tmp_path / "entropy" / "summary.json").write_text(_json.dumps({"claims": [claim]}))
-    (tmp_path / "reproduce.json").write_text(_json.dumps({"profile": "tiny", "profile_reason": "test",
-                                                          "git_sha": "abc", "total_seconds": 61.0}))
-    text = results_readme(tmp_path)
-    assert "## Entropy dynamics (Fig. 3)" in text and "| FR3E entropy higher | Fig. 3 | 0.20 vs 0.10 nats | yes |" in text
+    claim = {"claim": "FR3E entropy higher", "model": "general", "paper": "Fig. 3", "ours": "0.20 vs 0.10 nats",
+             "verdict": "holds (+0.10 [+0.05, +0.15])"}
+    (tmp_path / "entropy" / "summary.json").write_text(json.dumps({"claims": [claim]}))
+    (tmp_path / "reproduce.json").write_text(json.dumps({"profile": "tiny", "profile_reason": "test",
+                                                         "git_sha": "abc", "total_seconds": 61.0}))
+    text = results.results_readme(tmp_path)
+    assert "## Entropy dynamics (Fig. 3)" in text
+    assert "| FR3E entropy higher | general | Fig. 3 | 0.20 vs 0.10 nats | holds (+0.10 [+0.05, +0.15]) |" in text
     assert "total wall time 61 s" in text and "Table 1" not in text
+
+
+def test_claims_from_committed_results(tmp_path, final):
+    # table1: rebuilt from the stored deltas (the paired intervals), no run directories needed
+    table1 = tmp_path / "table1"
+    table1.mkdir()
+    (table1 / "summary.json").write_text(json.dumps({"deltas": results._jsonable(results.deltas(final))}))
+    rows = claims.claims_from_committed(table1)
+    assert [r["verdict"] for r in rows] == [r["verdict"] for r in claims.claim_table1(final)]
+    # a training-curve artefact: data.csv holds seed means per step, so the verdict cannot be computed
+    entropy = tmp_path / "entropy"
+    entropy.mkdir()
+    (entropy / "summary.json").write_text(json.dumps({"claims": []}))
+    data = pd.DataFrame([{"model": "general", "method": m, "step": t, "entropy_mean": v, "entropy_base_mean": v}
+                         for m, base in (("fr3e", 0.2), ("grpo_pp", 0.1)) for t, v in ((1, 0.3), (2, 0.3),
+                                                                                       (3, base), (4, base))])
+    data.to_csv(entropy / "data.csv", index=False)
+    rows = claims.claims_from_committed(entropy)
+    assert len(rows) == 3 and all(r["verdict"].startswith("inconclusive (") for r in rows)
+    # last quarter = step 4: FR3E 0.2 vs GRPO++ 0.1; ratio end / start of the mean curve 0.2/0.3 vs 0.1/0.3
+    assert rows[0]["ours"].startswith("FR3E 0.200 vs GRPO++ 0.100 nats")
+    assert rows[0]["verdict"] == "inconclusive (+0.100, no interval: " + claims.NOT_COMMITTED + ")"
+    assert rows[2]["ours"].startswith("FR3E 0.67 vs GRPO++ 0.33")
+    assert claims.recompute_committed_claims(tmp_path) == {"table1": 3, "entropy": 3}
+    stored = json.loads((entropy / "summary.json").read_text())
+    assert stored["claims"][0]["verdict"] == rows[0]["verdict"] and stored["claims"][0]["ci_low"] is None
+
+
+def test_committed_readme_verdicts_are_three_words():
+    readme = Path(__file__).resolve().parent.parent / "results" / "README.md"
+    if not readme.exists():
+        pytest.skip("no committed results/README.md")
+    text = readme.read_text()
+    header = "| claim | model | paper | ours | verdict |"
+    assert header in text
+    rows = [line for block in text.split(header)[1:] for line in block.split("\n\n")[0].splitlines()[2:]]
+    assert rows and all(r.rsplit(" | ", 1)[1].split(" ")[0] in stats.VERDICTS for r in rows)

@@ -126,6 +126,11 @@ def _paired(per_seed: pd.DataFrame, model: str) -> tuple[list, np.ndarray, np.nd
     return seeds, a.loc[seeds].to_numpy(dtype=float), b.loc[seeds].to_numpy(dtype=float)
 
 
+def _fmt(x: float, spec: Claim) -> str:
+    """A value of the claim's quantity: signed for changes, plain for levels."""
+    return fmt_signed(x, spec.digits) if spec.kind == "change" else f"{x:.{spec.digits}f}"
+
+
 def _models(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(frame["model"]))
 
@@ -167,7 +172,7 @@ def _seed_claim(spec: Claim, per_seed: pd.DataFrame, what: str,
         else:
             est, lo, hi = float(b[0] - a[0]), math.nan, math.nan
             interval = "1 seed per method"
-        ours = (f"FR3E {b.mean():.{d}f} vs GRPO++ {a.mean():.{d}f}{u} ({what}); FR3E − GRPO++: {interval}")
+        ours = f"FR3E {_fmt(b.mean(), spec)} vs GRPO++ {_fmt(a.mean(), spec)}{u} ({what}); FR3E − GRPO++: {interval}"
         rows.append(_row(spec.claim, model, spec.paper, ours, est, lo, hi, spec.direction, interval, d))
     return rows
 
@@ -365,7 +370,12 @@ def claims_table(metrics: pd.DataFrame | None = None, final_evals: pd.DataFrame 
 
 # ================================================================================ committed results
 NOT_COMMITTED = ("per-seed values are not in the committed results (data.csv holds the mean and std over seeds "
-                 "per step); rerun the notebook on the run directories for the paired interval")
+                 "per step, summary.json no per-seed values); rerun the notebook on the run directories for the "
+                 "paired interval")
+"""Why a committed training-curve claim has no interval (stored in its `interval` field and the README)."""
+NOT_COMMITTED_SHORT = "per-seed values not committed"
+EVAL_NOT_COMMITTED = ("the final evaluations' per-run values (eval.jsonl) are not in the committed results; rerun "
+                      "the notebook on the run directories")
 
 
 def claims_from_committed(artefact_dir: str | Path) -> list[dict]:
@@ -393,8 +403,9 @@ def claims_from_committed(artefact_dir: str | Path) -> list[dict]:
 def _committed_rows(spec: Claim, data: pd.DataFrame) -> list[dict]:
     models = _models(data)
     if spec.kind == "eval":
-        why = f"{spec.column} of the final evaluations is not in the committed results (eval.jsonl of the runs)"
-        return _missing(spec, why, models)
+        return [_row(spec.claim, m, spec.paper, f"{spec.column} at the final evaluation: not committed", math.nan,
+                     math.nan, math.nan, spec.direction, "none: " + EVAL_NOT_COMMITTED, spec.digits,
+                     "final-evaluation values not committed") for m in models]
     means = data.assign(seed=0)
     if spec.kind == "change":
         col = f"{spec.column}_mean"
@@ -416,9 +427,9 @@ def _committed_rows(spec: Claim, data: pd.DataFrame) -> list[dict]:
             rows += _missing(spec, f"{spec.column} not in data.csv", [model])
             continue
         a, b = spec.scale * a[0], spec.scale * b[0]
-        ours = f"FR3E {b:.{spec.digits}f} vs GRPO++ {a:.{spec.digits}f}{spec.unit} ({what})"
+        ours = f"FR3E {_fmt(b, spec)} vs GRPO++ {_fmt(a, spec)}{spec.unit} ({what})"
         rows.append(_row(spec.claim, model, spec.paper, ours, b - a, math.nan, math.nan, spec.direction,
-                         "none: " + NOT_COMMITTED, spec.digits, NOT_COMMITTED))
+                         "none: " + NOT_COMMITTED, spec.digits, NOT_COMMITTED_SHORT))
     return rows
 
 
@@ -438,8 +449,14 @@ def recompute_committed_claims(results_dir: str | Path, artefacts: Sequence[str]
         rows = claims_from_committed(path.parent)
         summary["claims"] = pd.DataFrame(rows, columns=COLUMNS + DETAIL_COLUMNS)
         summary["statistics"] = STATISTICS
-        summary["claims_recomputed"] = ("claims rebuilt from this folder's committed summary.json / data.csv "
-                                        "(fr3e.claims.recompute_committed_claims), without the run directories")
+        note = ("rebuilt from this folder's committed summary.json / data.csv by "
+                "`fr3e.claims.recompute_committed_claims`, without the run directories")
+        if any(not np.isfinite(_num(r["ci_low"])) for r in rows) and name in ("entropy", "length", "advantage",
+                                                                                "all_right"):
+            note += f"; rows without an interval: {NOT_COMMITTED}"
+        if any(r["interval"] == "none: " + EVAL_NOT_COMMITTED for r in rows):
+            note += f"; evaluation rows: {EVAL_NOT_COMMITTED}"
+        summary["claims_recomputed"] = note
         atomic_write_json(path, _jsonable(summary))
         done[name] = len(rows)
     return done

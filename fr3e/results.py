@@ -420,7 +420,7 @@ def results_readme(results_dir: str | Path) -> str:
                         for d in summary["deltas"]]
                 lines += ["FR3E − GRPO++ (points):", "", _md_table(rows, ["model", "benchmark", "delta", "95% CI"])]
         if summary.get("claims_recomputed"):
-            lines += [f"Claims: {summary['claims_recomputed']}.", ""]
+            lines += [f"Claims {summary['claims_recomputed']}.", ""]
         claims = summary.get("claims") or []
         if claims:
             lines += [_md_table(claims, ["claim", "model", "paper", "ours", "verdict"])]

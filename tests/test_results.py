@@ -204,7 +204,7 @@ def test_composition_claims_compare_like_with_like(metrics):
     by = _verdicts(same)
     key = "FR3E raises the All-Right share of prompt groups more than GRPO++ (end − start of training)"
     assert by[(key, "general")] == "holds (+25.0 [+25.0, +25.0])"
-    assert "FR3E 37.5 vs GRPO++ 12.5 pts" in same["ours"].iloc[0]
+    assert "FR3E +37.5 vs GRPO++ +12.5 pts" in same["ours"].iloc[0]
 
 
 def test_eval_composition_claim_hand_computed(final):
@@ -454,7 +454,8 @@ def test_claims_from_committed_results(tmp_path, final):
     assert len(rows) == 3 and all(r["verdict"].startswith("inconclusive (") for r in rows)
     # last quarter = step 4: FR3E 0.2 vs GRPO++ 0.1; ratio end / start of the mean curve 0.2/0.3 vs 0.1/0.3
     assert rows[0]["ours"].startswith("FR3E 0.200 vs GRPO++ 0.100 nats")
-    assert rows[0]["verdict"] == "inconclusive (+0.100, no interval: " + claims.NOT_COMMITTED + ")"
+    assert rows[0]["verdict"] == "inconclusive (+0.100, no interval: per-seed values not committed)"
+    assert rows[0]["interval"] == "none: " + claims.NOT_COMMITTED
     assert rows[2]["ours"].startswith("FR3E 0.67 vs GRPO++ 0.33")
     assert claims.recompute_committed_claims(tmp_path) == {"table1": 3, "entropy": 3}
     stored = json.loads((entropy / "summary.json").read_text())

@@ -20,8 +20,8 @@ What runs, in order, each step a subprocess with a hard timeout and a progress l
    the Table 1 recipes `reproduce/configs/table1/qwen2.5-7b-{fr3e,grpo_pp}.yaml`, overriding sizes only
    (:func:`size_overrides`): FR3E under FSDP2, killed with SIGKILL once `metrics.jsonl` has 2 steps and
    relaunched (it must resume and finish); GRPO++ under DDP; FR3E with `rehearsal_zero_reward_rank=1`. The
-   Table 1 runs are launched with the command `fr3e.results.ensure_runs` builds, in the directories it
-   expects, so the notebook reuses them; the zero-reward run passes the data files with `--data`.
+   Table 1 runs are launched with the command `fr3e.results.ensure_runs` builds (plus `--data name=path` for
+   the fixture files), in the directories it expects, so the notebook reuses them.
 4. **Base-model rows**: `fr3e.results.base_evals` on the fixture hub id with the recipe's evaluation settings.
 5. **Notebook** `notebooks/02_table1.ipynb` through `fr3e.reproduce.run_notebook` with the paper profile's
    parameters (`fr3e.reproduce.full_parameters("paper")`), pointed at the rehearsal directory.
@@ -39,6 +39,7 @@ What it does not rehearse: vLLM (`rollout.engine=hf` here), CUDA, bf16 and real 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -93,7 +94,7 @@ BENCHMARK_FILES = {"aime24": "aime24.jsonl", "gsm8k": "gsm8k.jsonl", "math500": 
                    "minerva_math": "minerva_math.jsonl", "gaokao2023en": "gaokao2023en.jsonl",
                    "olympiadbench": "olympiadbench.jsonl"}
 TRAIN_FILES = {"deepscaler": "deepscaler.json", "simplerl_zoo": "simplerl_zoo.parquet"}
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 """Bump when the builder changes what it writes (part of the cache key)."""
 
 
@@ -290,6 +291,8 @@ def build_fixture_model(config: FixtureModelConfig = FixtureModelConfig(), cache
         model = Qwen2ForCausalLM(model_config)
         train_rows, bench_rows = sft_examples(data_dir)
         history = warm_start(model, tokenizer, train_rows, bench_rows, config)
+        bench_accuracy = sampled_accuracy(model, tokenizer, bench_rows, config.accuracy_samples, config.max_new_tokens,
+                                          seed=config.seed)
     finally:
         torch.set_num_threads(threads)
     tmp = Path(cache_dir) / key / f".tmp-{os.getpid()}"
@@ -304,6 +307,7 @@ def build_fixture_model(config: FixtureModelConfig = FixtureModelConfig(), cache
     atomic_write_json(tok_cfg_path, tok_cfg)
     atomic_write_json(tmp / "rehearsal.json", {
         "hub_id": HUB_ID, "key": key, "settings": dataclasses.asdict(config), "warm_start": history,
+        "benchmark_accuracy": bench_accuracy,
         "seconds": round(time.perf_counter() - start, 1),
         "eos": {"tokenizer": ENDOFTEXT, "generation_config": [ENDOFTEXT], "end_of_turn": IM_END,
                 "note": "Qwen2.5 base layout: generation_config names <|endoftext|> only (issue 10, defect 10)"}})
@@ -418,8 +422,12 @@ def data_files(data_dir: str | Path = FIXTURE_DATA) -> dict[str, str]:
     return {name: str(data_dir / f) for name, f in {**TRAIN_FILES, **BENCHMARK_FILES}.items()}
 
 
-def size_overrides(sizes: Sizes, hub_id: str = HUB_ID, local: dict[str, str] | None = None) -> list[str]:
-    """`--set` overrides of a Table 1 recipe: sizes, the fixture model, the HF engine, fp32, local data files."""
+def size_overrides(sizes: Sizes, hub_id: str = HUB_ID) -> list[str]:
+    """`--set` overrides of a Table 1 recipe: sizes, the fixture model, the HF engine, fp32.
+
+    The data files cannot be overrides (`--set data.local_files=...` is refused: a dict field reads as a
+    config section), so they go on the command line as `--data name=path` (:func:`data_args`).
+    """
     out = [f"model.base={hub_id}", "model.dtype=float32", "rollout.engine=hf",
            f"data.prompts_per_step={sizes.prompts_per_step}", f"data.max_prompt_tokens={sizes.max_prompt_tokens}",
            f"data.max_response_tokens={sizes.max_response_tokens}", f"optim.micro_batch_size={sizes.micro_batch_size}",
@@ -427,9 +435,12 @@ def size_overrides(sizes: Sizes, hub_id: str = HUB_ID, local: dict[str, str] | N
            f"distributed_timeout_s={sizes.distributed_timeout_s}"]
     if sizes.eval_benchmarks:
         out.append("data.eval_benchmarks=[" + ",".join(sizes.eval_benchmarks) + "]")
-    if local:
-        out.append("data.local_files=" + json.dumps(local, sort_keys=True))
     return out
+
+
+def data_args(local: dict[str, str]) -> list[str]:
+    """`--data name=path` arguments of `python -m fr3e.train` for every dataset in `local`."""
+    return [a for name, path in sorted(local.items()) for a in ("--data", f"{name}={path}")]
 
 
 def table1_run(method: str, sizes: Sizes, runs_root: Path, overrides: Sequence[str], seed: int = 0):
@@ -516,10 +527,24 @@ class Process:
         return self.proc.poll()
 
     def kill(self) -> None:
-        """SIGKILL the whole process group (launcher and every rank)."""
+        """SIGKILL the launcher and every process below it, as a node's job killer would.
+
+        Killing the launcher's process group is not enough: torchrun starts each rank in a session of its own,
+        so the ranks would outlive it and finish the run. The tree is frozen first so no child escapes.
+        """
+        import psutil
+
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            root = psutil.Process(self.proc.pid)
+            tree = [root, *root.children(recursive=True)]
+            for p in tree:
+                with _gone():
+                    p.suspend()
+            tree += [c for c in root.children(recursive=True) if c not in tree]
+            for p in tree:
+                with _gone():
+                    p.kill()
+        except psutil.NoSuchProcess:
             pass
         self.proc.wait()
         self._fh.close()
@@ -538,12 +563,23 @@ class Process:
 
     def _kill_leftovers(self) -> None:
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # ranks that outlived their launcher
+            os.killpg(self.proc.pid, signal.SIGKILL)  # helpers left in the launcher's group
         except (ProcessLookupError, PermissionError):
             pass
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def _gone():
+    """Ignore a process that exited meanwhile."""
+    import psutil
+
+    try:
+        yield
+    except psutil.NoSuchProcess:
+        pass
 
 
 def metrics_steps(run_dir: Path) -> int:
@@ -569,6 +605,7 @@ class Rehearsal:
         self.start = time.perf_counter()
         self.env = hub_env(self.hf_home)
         self.local = data_files()
+        self.benchmark_accuracy = 0.0
 
     # ---------------------------------------------------------------------------------------- plumbing
     def say(self, text: str) -> None:
@@ -580,7 +617,8 @@ class Rehearsal:
         mark = {"ok": "ok", "skipped": "SKIPPED"}.get(step.status, step.status.upper())
         self.say(f"{step.name}: {mark} ({step.seconds:.1f} s){' - ' + step.detail.splitlines()[0] if step.detail else ''}")
         if step.status in ("failed", "timeout") and step.detail.count("\n"):
-            self.stream.write("    " + step.detail.replace("\n", "\n    ") + "\n")
+            rest = step.detail.split("\n", 1)[1]
+            self.stream.write("    " + rest.replace("\n", "\n    ") + "\n")
         atomic_write_json(self.dir / "rehearsal.json", self.summary())
         return step
 
@@ -628,8 +666,10 @@ class Rehearsal:
         if "<|im_start|>user" not in info["chat"] or not info["round_trip"]:
             problems.append("chat template or tokenizer round trip")
         step.status = "failed" if problems else "ok"
-        step.detail = "; ".join(problems) or (f"{HUB_ID} -> {info['model_class']} ({info['parameters']} parameters), "
-                                              f"{info['tokenizer_class']}, warm start accuracy {info['warm_accuracy']:.2f}")
+        self.benchmark_accuracy = info["benchmark_accuracy"]
+        step.detail = "; ".join(problems) or (
+            f"{HUB_ID} -> {info['model_class']} ({info['parameters']} parameters), {info['tokenizer_class']}, sampled "
+            f"accuracy {info['warm_accuracy']:.2f} (training prompts), {info['benchmark_accuracy']:.2f} (benchmarks)")
         return self.record(step)
 
     def train(self, name: str, method: str, kind: str, overrides: Sequence[str], run_dir: Path,
@@ -665,7 +705,7 @@ class Rehearsal:
             latest = run_dir / "checkpoints" / "latest"
             step.checks["killed_at_step"] = killed_at
             step.checks["checkpoint_at_kill"] = latest.read_text().strip() if latest.exists() else None
-            self.say(f"{name}: killed (SIGKILL to the process group) at step {killed_at}, "
+            self.say(f"{name}: killed (SIGKILL to the launcher and every rank) at step {killed_at}, "
                      f"checkpoint {step.checks['checkpoint_at_kill']}; relaunching the same command")
             proc = self.launch(run_dir.name, cmd)
             deadline = time.monotonic() + self.timeout
@@ -705,6 +745,12 @@ class Rehearsal:
         missing = [b for b in benches if b not in checks["final_eval"]]
         if missing:
             problems.append(f"no final evaluation row for {missing}")
+        scores = [v for v in checks["final_eval"].values() if v is not None]
+        if scores and max(scores) == 0 and self.benchmark_accuracy >= 0.2:
+            problems.append(
+                f"the final evaluation scores 0 on every benchmark, but the fixture model answers "
+                f"{self.benchmark_accuracy:.0%} of these problems when prompted through the chat template and "
+                "stopped at <|im_end|>: evaluation prompts or stop tokens differ from training's (issue 10, defects 6, 10)")
         ckpts = sorted((run_dir / "checkpoints").glob("step-*"))
         files = sorted(p.name for p in ckpts[-1].iterdir()) if ckpts else []
         checks["checkpoint_files"] = files
@@ -750,6 +796,8 @@ class Rehearsal:
     # ---------------------------------------------------------------------------------------- sequence
     def run(self) -> bool:
         self.dir.mkdir(parents=True, exist_ok=True)
+        for old in (self.runs_root, self.dir / "results", self.logs, self.dir / "accelerate"):
+            shutil.rmtree(old, ignore_errors=True)  # every rehearsal trains from scratch (kill/resume needs it)
         mode = "quick" if self.quick else "full"
         self.say(f"{mode} rehearsal of make reproduce-table1 PROFILE=paper in {self.dir} "
                  f"(timeout {self.timeout:.0f} s per step)")
@@ -757,21 +805,22 @@ class Rehearsal:
         if fixture.status != "ok":
             self.skipped("training runs, evaluation, notebook", "the fixture model is not available")
             return self.done()
-        overrides = size_overrides(self.sizes, local=self.local)
+        overrides = size_overrides(self.sizes)
+        files = data_args(self.local)
         fr3e_dir, fr3e_ov = table1_run("fr3e", self.sizes, self.runs_root, overrides)
         if self.quick:
             self.train("FR3E, FSDP2, zero-reward rank 1, kill -9 + resume", "fr3e", "fsdp",
-                       fr3e_ov + ["rehearsal_zero_reward_rank=1"], fr3e_dir, kill_after=2)
+                       fr3e_ov + ["rehearsal_zero_reward_rank=1"], fr3e_dir, kill_after=2, extra_args=files)
             return self.done()
-        self.train("FR3E (Table 1 run), FSDP2, kill -9 + resume", "fr3e", "fsdp", fr3e_ov, fr3e_dir, kill_after=2)
+        self.train("FR3E (Table 1 run), FSDP2, kill -9 + resume", "fr3e", "fsdp", fr3e_ov, fr3e_dir, kill_after=2,
+                   extra_args=files)
         grpo_dir, grpo_ov = table1_run("grpo_pp", self.sizes, self.runs_root, overrides)
-        self.train("GRPO++ (Table 1 run), DDP", "grpo_pp", "ddp", grpo_ov, grpo_dir)
+        self.train("GRPO++ (Table 1 run), DDP", "grpo_pp", "ddp", grpo_ov, grpo_dir, extra_args=files)
         zero = dataclasses.replace(self.sizes, steps=3, eval_benchmarks=("gsm8k", "math500"), eval_every=0)
         zero_ov = size_overrides(zero) + [f"steps={zero.steps}", f"data.eval_n={zero.eval_n}",
                                           "rehearsal_zero_reward_rank=1", "name=fr3e-zero-reward-rank1"]
-        data_args = [a for name, path in self.local.items() for a in ("--data", f"{name}={path}")]
         self.train("FR3E, DDP, zero-reward rank 1", "fr3e", "ddp", zero_ov, self.runs_root / "fr3e-zero-reward-rank1",
-                   extra_args=data_args)
+                   extra_args=files)
         self.base_rows(overrides)
         table1_ready = all(s.status == "ok" for s in self.steps if "Table 1 run" in s.name)
         if table1_ready:
@@ -796,7 +845,8 @@ def _cmd_build_fixture(args) -> int:
     info = verify_hub_loading(args.hf_home)
     meta = json.loads((model_dir / "rehearsal.json").read_text())
     info.update({"model_dir": str(model_dir), "snapshot": str(snapshot),
-                 "warm_accuracy": meta["warm_start"][-1]["accuracy"], "warm_start": meta["warm_start"]})
+                 "warm_accuracy": meta["warm_start"][-1]["accuracy"], "warm_start": meta["warm_start"],
+                 "benchmark_accuracy": meta["benchmark_accuracy"]})
     sys.stdout.write(json.dumps(info) + "\n")
     return 0
 

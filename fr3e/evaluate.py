@@ -13,21 +13,20 @@ Deviations: on the `tiny` profile the benchmarks are the generated splits `easy`
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import os
 import sys
-import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fr3e.io import atomic_write_json
 from fr3e.rewards import reward
+from fr3e.seeds import derive_seed
 from fr3e.tasks import arithmetic
 
 logger = logging.getLogger(__name__)
@@ -87,37 +86,66 @@ def score_benchmark(correct: np.ndarray, greedy: np.ndarray | None, seed: int = 
     return result
 
 
+def load_any_tokenizer(path: str | Path):
+    """The tokenizer of a model directory or hub id: the tiny world's character tokenizer where the directory
+    holds one (`load_tokenizer` avoids the qwen2 trap of DESIGN.md), else `AutoTokenizer`."""
+    from fr3e.tasks.tokenizer import is_tiny_tokenizer, load_tokenizer
+
+    if Path(path).is_dir() and is_tiny_tokenizer(path):
+        return load_tokenizer(path)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def _load(model_dir_or_model, tokenizer, need_model: bool):
-    """(model or None, tokenizer, name). With an engine given, a model directory only supplies the tokenizer."""
+    """(model or None, tokenizer, name). With an engine given, a model directory only supplies the tokenizer.
+
+    A string that is not a directory is taken as a hub id (paper profile: `Qwen/Qwen2.5-7B`), loaded the way
+    `transformers` resolves it (hub cache, `HF_HUB_OFFLINE`)."""
     if isinstance(model_dir_or_model, str | Path):
         from transformers import AutoModelForCausalLM
 
-        from fr3e.tasks.tokenizer import load_tokenizer
-
         path = Path(model_dir_or_model)
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path} is not a model directory (no config.json); "
-                                    "build one with fr3e.tasks.warm_start.warm_start()")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval() if need_model else None
-        return model, tokenizer or load_tokenizer(path), str(path)
+        if path.exists() and not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is not a model directory (no config.json); pass a directory written "
+                                    "by fr3e.train (runs/<name>/model) or save_pretrained, or a hub id")
+        source = str(path) if path.exists() else str(model_dir_or_model)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval() if need_model else None
+        return model, tokenizer or load_any_tokenizer(source), source
     if tokenizer is None:
         raise ValueError("evaluate(model, ...) with a model object needs tokenizer=...")
     return model_dir_or_model, tokenizer, type(model_dir_or_model).__name__
 
 
-def _datasets(benchmarks, num_problems, data_seed) -> dict:
+def _datasets(benchmarks, num_problems, data_seed, local_files: Mapping | None = None) -> dict:
+    """name -> Dataset (prompt, answer). Names: tiny splits (generated) or paper benchmarks (fr3e.data)."""
+    from fr3e import data as paper_data
+
     if isinstance(benchmarks, str):
         benchmarks = [b for b in benchmarks.split(",") if b]
     if isinstance(benchmarks, Mapping):
         return dict(benchmarks)
     out = {}
     for name in benchmarks:
+        if name in paper_data.BENCHMARKS:
+            local = (local_files or {}).get(name)
+            out[name] = paper_data.load_benchmark(name, local=local, limit=num_problems or 0)
+            continue
         if name not in arithmetic.SPLITS:
-            raise ValueError(f"unknown benchmark {name!r}; the tiny profile has {arithmetic.SPLITS} "
-                             "(or pass a mapping name -> datasets.Dataset with prompt/answer columns)")
+            raise ValueError(f"unknown benchmark {name!r}; the tiny profile has {arithmetic.SPLITS}, the paper "
+                             f"profile {paper_data.BENCHMARKS} (or pass a mapping name -> datasets.Dataset with "
+                             "prompt/answer columns)")
         size = num_problems if num_problems is not None else arithmetic.default_eval_sizes[name]
         out[name] = arithmetic.make_split(name, size, seed=data_seed)
     return out
+
+
+def _concat(values: list) -> list:
+    return list(values)
 
 
 def evaluate(
@@ -135,44 +163,62 @@ def evaluate(
     greedy: bool = True,
     data_seed: int = 0,
     progress: bool = True,
+    local_files: Mapping | None = None,
+    rank: int = 0,
+    world: int = 1,
+    gather: Callable[[list], list] | None = None,
 ) -> dict:
     """Evaluate a model on each benchmark: avg@n, pass@k (k = 1, 2, 4, .., n), greedy accuracy, 95% CIs.
 
-    model_dir_or_model: a model directory (tokenizer beside it) or a model object (then pass tokenizer).
-    benchmarks: split names of the tiny world, or a mapping name -> Dataset with `prompt`, `answer` columns.
-    num_problems: problems per benchmark (default `arithmetic.default_eval_sizes`). seed: sampling seed.
-    engine: any `fr3e.engines.base.Engine` (default: an HFEngine over the model). out: JSON path (atomic).
+    model_dir_or_model: a model directory or hub id (tokenizer beside it) or a model object (then pass tokenizer).
+    benchmarks: tiny split names, paper benchmark names (`fr3e.data.BENCHMARKS`, read from `local_files`
+    name -> path where given), or a mapping name -> Dataset with `prompt`, `answer` columns.
+    num_problems: problems per benchmark (default: tiny `arithmetic.default_eval_sizes`, paper all). seed:
+    sampling seed. engine: any `fr3e.engines.base.Engine` (default: an HFEngine over the model). out: JSON
+    path (atomic). Prompts go through `fr3e.data.encode_prompt`, the builder training uses (chat template
+    where the tokenizer has one).
+    Sharding (several processes): process `rank` of `world` samples problems rank, rank + world, ...; `gather`
+    concatenates a list over processes (e.g. `accelerate.utils.gather_object`) and every process returns the
+    same report. Each process makes the same engine calls (two per benchmark), whatever its share.
     Returns {"benchmarks": {name: metrics}, "average": {...}, "config": {...}, "seconds", "engine"}.
     """
+    from fr3e.data import encode_prompt
     from fr3e.engines.hf import HFEngine
 
     start = time.perf_counter()
+    gather = gather or _concat
     model, tokenizer, model_name = _load(model_dir_or_model, tokenizer, need_model=engine is None)
     engine = engine or HFEngine(model, tokenizer, batch_size=256)
-    data = _datasets(benchmarks, num_problems, data_seed)
+    data = _datasets(benchmarks, num_problems, data_seed, local_files)
     results = {}
     for b, (name, ds) in enumerate(tqdm(data.items(), desc="evaluate", disable=not progress)):
-        prompts = [tokenizer(p).input_ids for p in ds["prompt"]]
-        answers = list(ds["answer"])
+        all_prompts, all_answers = list(ds["prompt"]), [str(a) for a in ds["answer"]]
+        mine = list(range(rank, len(ds), world))  # this process's problems
+        prompts = [encode_prompt(tokenizer, all_prompts[i]) for i in mine]
+        answers = [all_answers[i] for i in mine]
+        call_seed = seed + 1000 * b if world == 1 else derive_seed(seed, b, rank)
         samples = engine.generate(prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                                  top_p=top_p, seed=seed + 1000 * b)
+                                  top_p=top_p, seed=call_seed)
         texts = [[tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in row] for row in samples]
-        correct = np.array([[reward(t, a) for t in row] for row, a in zip(texts, answers)]).reshape(len(ds), n)
-        greedy_correct = None
-        if greedy:
-            g = engine.generate(prompts, n=1, max_new_tokens=max_new_tokens, temperature=0.0)
-            greedy_correct = np.array(
-                [reward(tokenizer.decode(row[0].token_ids, skip_special_tokens=True), a)
-                 for row, a in zip(g, answers)])
+        g_rows = engine.generate(prompts, n=1, max_new_tokens=max_new_tokens, temperature=0.0) if greedy else None
+        records = []  # one per problem: (index, n rewards, greedy reward, lengths, finish reasons, first text)
+        for j, (i, row, ans) in enumerate(zip(mine, samples, answers)):
+            g = (reward(tokenizer.decode(g_rows[j][0].token_ids, skip_special_tokens=True), ans)
+                 if g_rows is not None else None)
+            records.append((i, [reward(t, ans) for t in texts[j]], g, [len(c.token_ids) for c in row],
+                            [c.finish_reason for c in row], texts[j][0]))
+        records = sorted(gather(records), key=lambda r: r[0])  # every problem, in dataset order
+        correct = np.array([r[1] for r in records], dtype=np.float64).reshape(len(records), n)
+        greedy_correct = np.array([r[2] for r in records], dtype=np.float64) if greedy else None
         metrics = score_benchmark(correct, greedy_correct, seed=seed)
-        lengths = [len(c.token_ids) for row in samples for c in row]
+        lengths = [x for r in records for x in r[3]]
         metrics["mean_response_tokens"] = float(np.mean(lengths)) if lengths else math.nan
         metrics["truncated_rate"] = (
-            float(np.mean([c.finish_reason == "length" for row in samples for c in row])) if lengths else math.nan
+            float(np.mean([f == "length" for r in records for f in r[4]])) if lengths else math.nan
         )
         metrics["examples"] = [
-            {"prompt": ds["prompt"][i], "answer": answers[i], "response": texts[i][0], "reward": float(correct[i, 0])}
-            for i in range(min(3, len(ds)))
+            {"prompt": all_prompts[r[0]], "answer": all_answers[r[0]], "response": r[5], "reward": float(r[1][0])}
+            for r in records[:3]
         ]
         results[name] = metrics
         logger.info("%s: avg@%d %.3f greedy %s", name, n, metrics[f"avg@{n}"], metrics.get("greedy"))
@@ -182,28 +228,14 @@ def evaluate(
         "benchmarks": results,
         "average": {k: float(np.mean([r[k] for r in results.values()])) for k in keys},
         "config": {"n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
-                   "num_problems": {k: len(v) for k, v in data.items()}, "seed": seed, "data_seed": data_seed},
+                   "num_problems": {k: len(v) for k, v in data.items()}, "seed": seed, "data_seed": data_seed,
+                   "processes": world},
         "seconds": round(time.perf_counter() - start, 2),
         "engine": engine.counters.as_dict(),
     }
-    if out is not None:
-        write_json_atomic(report, out)
+    if out is not None and rank == 0:
+        atomic_write_json(out, report)
     return report
-
-
-def write_json_atomic(obj, path: str | Path) -> Path:
-    """Write JSON to `path` via a temporary file in the same directory and os.replace (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=float)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def format_table(report: dict) -> str:

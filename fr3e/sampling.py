@@ -47,3 +47,25 @@ def group_outcomes(rewards: torch.Tensor) -> list[str]:
     for a, b in zip(lo.tolist(), hi.tolist()):
         out.append(ALL_RIGHT if a > 0.5 else ALL_WRONG if b <= 0.5 else MIXED)
     return out
+
+
+def global_quota(counts: list[list[int]], target: int) -> list[list[int]]:
+    """How many of its signal-carrying prompts each process trains, so that the batch target holds globally.
+
+    counts: (R, W) signal-carrying prompts found by each of W processes in each of R generation rounds.
+    The prompts are ranked by (round, process, sampling order) and the first `target` of that order train.
+    returns (R, W) ints with quota[r][w] <= counts[r][w] and total min(target, sum(counts)).
+    A per-process trim (each keeps ceil(target / W)) under-fills the batch when signal falls unevenly.
+    """
+    if target < 0:
+        raise ValueError(f"target must be >= 0, got {target}")
+    left = target
+    quota = []
+    for row in counts:
+        out = []
+        for c in row:
+            take = min(int(c), left)
+            out.append(take)
+            left -= take
+        quota.append(out)
+    return quota

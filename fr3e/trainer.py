@@ -49,12 +49,21 @@ from fr3e import entropy as entropy_mod
 from fr3e.advantages import keyed_advantages
 from fr3e.branching import SHARED, State, StateKey, build_states, value_chains
 from fr3e.config import TrainConfig
+from fr3e.data import encode_prompt
+from fr3e.distributed import make_accelerator
 from fr3e.io import append_jsonl, atomic_write_json
 from fr3e.losses import policy_loss
 from fr3e.modulation import modulation_by_key
 from fr3e.runlog import RunDir
+from fr3e.sampling import (
+    ALL_RIGHT,
+    ALL_WRONG,
+    global_quota,
+    group_outcomes,
+    select_base_trajectories,
+    signal_groups,
+)
 from fr3e.seeds import derive_seed
-from fr3e.sampling import ALL_RIGHT, ALL_WRONG, group_outcomes, select_base_trajectories, signal_groups
 from fr3e.values import state_values, wilson_interval
 
 logger = logging.getLogger(__name__)
@@ -162,14 +171,6 @@ def load_train_prompts(config: TrainConfig):
     raise ValueError(f"data.train={config.data.train!r}: use 'tiny/train' or 'paper/train'")
 
 
-def encode_prompt(config: TrainConfig, tokenizer, text: str) -> list[int]:
-    if config.profile == "tiny":
-        return tokenizer(text).input_ids
-    from fr3e.data import chat_prompt
-
-    return chat_prompt(tokenizer, text)
-
-
 def pad_right(rows: list[list[int]], pad: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, L) ids and bool mask from ragged rows, right-padded, on `device`."""
     width = max(len(r) for r in rows)
@@ -181,16 +182,42 @@ def pad_right(rows: list[list[int]], pad: int, device=None) -> tuple[torch.Tenso
     return ids.to(device), mask.to(device)
 
 
-def token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, want_entropy: bool = False):
+LOGPROB_CHUNK = 512  # positions per fp32 slice of the logits in token_logprobs (bounds B·512·V floats)
+
+
+def _chunk_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] for one slice. logits: (B, C, V) any float dtype; targets: (B, C) long."""
+    x = logits.float()  # (B, C, V): fp32 copy of this slice only
+    return x.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(x, dim=-1)  # (B, C)
+
+
+def token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, want_entropy: bool = False,
+                   chunk: int = LOGPROB_CHUNK):
     """Log-prob of every next token, and optionally the full-vocabulary entropy, aligned on targets.
 
-    ids, mask: (B, L). returns logp (B, L-1) for targets ids[:, 1:], entropy (B, L-1) or None.
+    ids, mask: (B, L). returns logp (B, L-1) fp32 for targets ids[:, 1:], entropy (B, L-1) fp32 or None.
+
+    Memory: the forward's logits (B, L, V) stay in the model dtype; log-probs are computed over slices of
+    `chunk` positions, so no fp32 (B, L, V) copy and no (B, L, V) log_softmax exist at once (at 7B shapes,
+    8 rows × 4k × 152k fp32 would be 20 GB each). With gradients, each slice is recomputed in the backward
+    pass (activation checkpointing of the slice) instead of keeping its fp32 temporaries, as TRL's
+    selective log-softmax and verl's chunked log-probs avoid the full-vocabulary temporaries.
     """
-    logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1]  # (B, L-1, V)
-    logits = logits.float()
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, L-1)
-    ent = entropy_mod.token_entropy(logits.detach(), mask[:, 1:]) if want_entropy else None
-    return logp, ent
+    logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1]  # (B, L-1, V), model dtype
+    targets = ids[:, 1:]  # (B, L-1)
+    pieces, ents = [], []
+    for s in range(0, targets.shape[1], chunk):
+        lg, tg = logits[:, s: s + chunk], targets[:, s: s + chunk]  # (B, c, V), (B, c)
+        if torch.is_grad_enabled() and lg.requires_grad:
+            from torch.utils.checkpoint import checkpoint
+
+            pieces.append(checkpoint(_chunk_logprobs, lg, tg, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logprobs(lg, tg))
+        if want_entropy:
+            ents.append(entropy_mod.token_entropy(lg.detach(), mask[:, 1:][:, s: s + chunk], chunk=chunk))
+    logp = torch.cat(pieces, dim=1)  # (B, L-1)
+    return logp, (torch.cat(ents, dim=1) if want_entropy else None)
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -199,11 +226,9 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True,
                  cache_dir: str | Path = "runs/cache"):
-        from accelerate import Accelerator
-
         self.config = config
         self.progress = progress
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = make_accelerator(config.distributed_timeout_s)  # timeouts; FSDP in CPU rehearsals
         self.rank = self.accelerator.process_index
         self.world = self.accelerator.num_processes
         self.run = RunDir(run_dir)
@@ -221,6 +246,7 @@ class Trainer:
         self.train_set = load_train_prompts(config)
         self.stream = PromptStream(len(self.train_set), config.seed)
         self.step_index = 0
+        self._round = 0  # generation round within the step (refills); part of every sampling seed
         self.wall = 0.0
         self.newline_id = self.tokenizer.convert_tokens_to_ids("\n") if config.fr3e.scorer == "newline" else None
 
@@ -251,6 +277,8 @@ class Trainer:
     def _reward(self, text: str, answer: str) -> float:
         from fr3e.rewards import reward
 
+        if self.rank == self.config.rehearsal_zero_reward_rank:  # rehearsal of uneven processes only
+            return 0.0
         return reward(text, answer)
 
     def _seed(self, *parts) -> int:
@@ -259,7 +287,7 @@ class Trainer:
     def _sample(self, prompt_ids: list[list[int]], n: int, max_new: int, tag: str):
         cfg = self.config.rollout
         return self.engine.generate(prompt_ids, n=n, max_new_tokens=max_new, temperature=cfg.temperature,
-                                    top_p=cfg.top_p, seed=self._seed(tag))
+                                    top_p=cfg.top_p, seed=self._seed(tag, self._round))
 
     # ----------------------------------------------------------------------------- one round
     def _take_prompts(self, count: int, round_index: int) -> list[PromptItem]:
@@ -268,12 +296,38 @@ class Trainer:
         items = []
         for j, i in enumerate(idx):
             row = self.train_set[i]
-            ids = encode_prompt(self.config, self.tokenizer, row["prompt"])
+            ids = encode_prompt(self.tokenizer, row["prompt"])
             if len(ids) > self.config.data.max_prompt_tokens:
                 continue
             pid = (round_index * count + j) * self.world + self.rank  # unique across rounds and processes
             items.append(PromptItem(pid, ids, str(row["answer"]), row["prompt"]))
         return items
+
+    def _forward_rows(self, rows: list[list[int]], want_entropy: bool = False) -> list[tuple]:
+        """Per-row (logp (L-1,), entropy (L-1,) or None) of the current policy, no grad, micro-batched.
+
+        Every process runs the same number of forwards, the largest count over processes (a forward under
+        FSDP is a collective; under DDP the first one broadcasts buffers); a process with fewer rows runs
+        forwards of a 2-token dummy row and discards them.
+        """
+        mb = self.config.optim.micro_batch_size
+        chunks = [rows[s: s + mb] for s in range(0, len(rows), mb)]
+        n_forward = self._max(len(chunks))
+        out = []
+        with torch.no_grad():
+            for k in range(n_forward):
+                chunk = chunks[k] if k < len(chunks) else None
+                ids, mask = pad_right(chunk or [[self.tokenizer.eos_token_id] * 2], self.tokenizer.pad_token_id,
+                                      self.accelerator.device)
+                logp, ent = token_logprobs(self.model, ids, mask, want_entropy=want_entropy)
+                if chunk is None:
+                    continue
+                logp = logp.float().cpu()
+                ent = ent.cpu() if ent is not None else None
+                for b, row in enumerate(chunk):
+                    n = len(row) - 1
+                    out.append((logp[b, :n], ent[b, :n] if ent is not None else None))
+        return out
 
     def _first_return(self, prompts: list[PromptItem], timer: dict) -> list[tuple[PromptItem, list[State], dict]]:
         """Base trajectories → kept ones → uncertainty → anchors → states (FR3E only)."""
@@ -290,38 +344,38 @@ class Trainer:
             for i in select_base_trajectories(rewards, cfg.keep_right, cfg.keep_wrong):
                 kept.append((p, p.prompt_id * cfg.base_per_prompt + i, comps[i].token_ids, rewards[i]))
         timer["time_score"] += time.perf_counter() - t0
-        timer["base_rewards"] = base_rewards
-        timer["base_lengths"] = [len(c.token_ids) for comps in base for c in comps]
-        # Uncertainty from the trainer's own forward pass over prompt ⊕ response.
+        timer["base_rewards"] = timer.get("base_rewards", []) + base_rewards  # every refill round
+        timer["base_lengths"] = timer.get("base_lengths", []) + [len(c.token_ids) for comps in base for c in comps]
+        # Uncertainty from the trainer's own forward pass over prompt ⊕ response, micro-batched; every process
+        # runs the same number of forwards (FSDP: each is a collective), even one that kept no trajectory.
         t0 = time.perf_counter()
+        outs = self._forward_rows([p.ids + resp for p, _, resp, _ in kept], want_entropy=True)
         if kept:
-            rows = [p.ids + resp for p, _, resp, _ in kept]
-            ids, mask = pad_right(rows, self.tokenizer.pad_token_id, self.accelerator.device)
-            with torch.no_grad():
-                logp, ent = token_logprobs(self.model, ids, mask, want_entropy=True)  # (B, L-1)
-            logp, ent = logp.cpu(), ent.cpu()
             T = max(len(r) for _, _, r, _ in kept)
             resp_mask = torch.zeros(len(kept), T, dtype=torch.bool)
             resp_ent = torch.zeros(len(kept), T)
             resp_logp = torch.zeros(len(kept), T)
             resp_ids = torch.full((len(kept), T), self.tokenizer.pad_token_id, dtype=torch.long)
             for b, (p, _, resp, _) in enumerate(kept):
+                logp, ent = outs[b]
                 s, n = len(p.ids) - 1, len(resp)  # target index of response token 0
                 resp_mask[b, :n] = True
-                resp_ent[b, :n] = ent[b, s: s + n]
-                resp_logp[b, :n] = logp[b, s: s + n]
+                resp_ent[b, :n] = ent[s: s + n]
+                resp_logp[b, :n] = logp[s: s + n]
                 resp_ids[b, :n] = torch.tensor(resp, dtype=torch.long)
         timer["time_forward"] += time.perf_counter() - t0
         if kept:
-            eos = self.tokenizer.eos_token_id
-            ends = torch.tensor([len(r) > 0 and r[-1] == eos for _, _, r, _ in kept])
-            gen = torch.Generator().manual_seed(self._seed("random-scorer"))
+            eos = set(self.engine.eos_token_ids)
+            ends = torch.tensor([len(r) > 0 and r[-1] in eos for _, _, r, _ in kept])
+            gen = torch.Generator().manual_seed(self._seed("random-scorer", self._round))
             scores = entropy_mod.uncertainty_scores(
                 cfg.scorer, mask=resp_mask, entropies=resp_ent, token_logprobs=resp_logp, response_ids=resp_ids,
                 newline_id=self.newline_id, generator=gen)  # (B, T)
             eligible = anchors_mod.eligible_positions(resp_mask, ends)
+            eligible &= entropy_mod.scored_positions(cfg.scorer, scores)  # newline: boundaries only
             anchor_pos = anchors_mod.select_anchors(scores, eligible, cfg.num_anchors, cfg.min_anchor_gap)  # (B, K)
-            timer["entropy_base"] = (resp_ent.sum() / resp_mask.sum().clamp(min=1)).item()
+            timer["entropy_base_sum"] = resp_ent.sum().item()
+            timer["entropy_base_tokens"] = int(resp_mask.sum())
         out = []
         by_prompt: dict[int, list[int]] = defaultdict(list)
         for b, (p, *_rest) in enumerate(kept):
@@ -349,7 +403,8 @@ class Trainer:
             m, budget = cfg.grpo.rollouts_per_prompt, cfg.data.max_response_tokens
         states = [s for _, sts, _ in planned for s in sts]
         t0 = time.perf_counter()
-        conts = self._sample([s.prefix_ids for s in states], m, budget, "explore") if states else []
+        # Called even with no state: an engine call may be a collective (vLLM tensor parallelism).
+        conts = self._sample([s.prefix_ids for s in states], m, budget, "explore")
         timer["time_generate"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         answers = {p.prompt_id: p.answer for p, _, _ in planned}
@@ -378,29 +433,41 @@ class Trainer:
         return works
 
     def _collect(self, timer: dict) -> tuple[list[PromptWork], list[PromptWork], int]:
-        """Generation rounds until the batch target of signal-carrying prompts is met or the cap hit."""
+        """Generation rounds until the batch target of signal-carrying prompts is met or the cap hit.
+
+        The target holds for the whole batch, over processes: after the last round, the signal-carrying prompts
+        are ordered by (round, process, sampling order) and the first `prompts_per_step` of that order train
+        (`sampling.global_quota`), however unevenly they fell on the processes.
+        """
         cfg = self.config
         target = cfg.data.prompts_per_step
         per_rank = max(1, math.ceil(target / self.world))
         all_works: list[PromptWork] = []
-        kept: list[PromptWork] = []
+        kept_by_round: list[list[PromptWork]] = []
+        counts: list[list[int]] = []  # (rounds, world) signal-carrying prompts per process
         rounds = 0
         while True:
+            self._round = rounds
             works = self._explore(self._take_prompts(per_rank, rounds), timer)
             all_works.extend(works)
+            kept_round = []
             for w in works:
                 if cfg.grpo.dynamic_sampling:
                     signal = signal_groups(torch.tensor([w.rewards[s.key] for s in w.states]))
                     live = {s.key for s, ok in zip(w.states, signal.tolist()) if ok}
                     w.rollouts = [r for r in w.rollouts if r.key in live]
                 if w.rollouts:
-                    kept.append(w)
-            have = self._sum(len(kept))
+                    kept_round.append(w)
+            kept_by_round.append(kept_round)
+            counts.append([int(c) for c in self._gather([len(kept_round)])])
+            have = sum(map(sum, counts))
             if not cfg.grpo.dynamic_sampling or have >= target or rounds >= cfg.grpo.max_refill_rounds:
                 break
             rounds += 1
-        # Trim to the target (per process share), keeping sampling order.
-        return all_works, kept[:per_rank], rounds
+        self._round = 0
+        quota = global_quota(counts, target)  # (rounds, world)
+        kept = [w for r, ws in enumerate(kept_by_round) for w in ws[: quota[r][self.rank]]]
+        return all_works, kept, rounds
 
     def _sum(self, value: float) -> float:
         if self.world == 1:
@@ -419,6 +486,14 @@ class Trainer:
         return {f"{prefix}_all_right": int(self._sum(right)), f"{prefix}_all_wrong": int(self._sum(wrong)),
                 f"{prefix}_mixed": int(self._sum(len(outcomes) - right - wrong))}
 
+    def _gather(self, values: list) -> list:
+        """Concatenation of every process's list, in process order (same on every process)."""
+        if self.world == 1:
+            return list(values)
+        from accelerate.utils import gather_object
+
+        return list(gather_object(list(values)))
+
     def _max(self, value: int) -> int:
         if self.world == 1:
             return value
@@ -429,29 +504,24 @@ class Trainer:
     def _update(self, rollouts: list[Rollout], timer: dict) -> dict:
         """Old log-probs (no grad) once, then `updates_per_batch` optimizer steps over mini-batches."""
         cfg = self.config.optim
-        pad = self.tokenizer.pad_token_id
         rows = [r.prefix_ids + r.completion_ids for r in rollouts]
         starts = [len(r.prefix_ids) - 1 for r in rollouts]  # target index of the first continuation token
         lens = [len(r.completion_ids) for r in rollouts]
         adv = torch.tensor([r.advantage for r in rollouts], dtype=torch.float32)
         mb = cfg.micro_batch_size
-        # Old log-probs and entropy, micro-batched.
+        # Old log-probs and entropy, micro-batched (the same number of forwards on every process).
         t0 = time.perf_counter()
+        outs = self._forward_rows(rows, want_entropy=True)
         old, ent_sum, tok_sum, gap_sum = [], 0.0, 0, 0.0
-        with torch.no_grad():
-            for s in range(0, len(rows), mb):
-                ids, mask = pad_right(rows[s: s + mb], pad, self.accelerator.device)
-                logp, ent = token_logprobs(self.model, ids, mask, want_entropy=True)
-                logp, ent = logp.cpu(), ent.cpu()
-                tmask = self._target_mask(logp.shape, starts[s: s + mb], lens[s: s + mb])
-                old.append((logp, tmask))
-                ent_sum += ent[tmask].sum().item()
-                tok_sum += int(tmask.sum())
-                for b, r in enumerate(rollouts[s: s + mb]):
-                    eng = torch.tensor(r.engine_logprobs, dtype=torch.float32)
-                    gap_sum += (logp[b][tmask[b]] - eng).abs().sum().item()
+        for r, s, n, (logp, ent) in zip(rollouts, starts, lens, outs):
+            old.append(logp[s: s + n])  # (n,) old log-probs of the continuation tokens
+            ent_sum += ent[s: s + n].sum().item()
+            tok_sum += n
+            gap_sum += (logp[s: s + n] - torch.tensor(r.engine_logprobs, dtype=torch.float32)).abs().sum().item()
         timer["time_forward"] += time.perf_counter() - t0
         stats = defaultdict(float)
+        # Summed over processes (metrics describe the whole batch, not process 0's share).
+        ent_sum, tok_sum, gap_sum = self._sum(ent_sum), self._sum(tok_sum), self._sum(gap_sum)
         stats["entropy"] = ent_sum / tok_sum if tok_sum else float("nan")
         stats["logprob_gap"] = gap_sum / max(tok_sum, 1)
         # Mini-batches: a seeded permutation split into `updates_per_batch` parts.
@@ -475,9 +545,13 @@ class Trainer:
                 for name, v in st.items():
                     stats[name] += float(v)
                 stats["loss"] += float(loss.detach())
-            if not math.isfinite(stats["loss"]):
+            # Every process stops together: a process raising alone would leave the others in a collective.
+            bad = self._sum(0.0 if math.isfinite(stats["loss"]) else 1.0)
+            if bad:
+                where = f"{stats['loss']} on this process" if not math.isfinite(stats["loss"]) else \
+                    f"non-finite on {int(bad)} of {self.world} processes"
                 raise TrainingError(
-                    f"step {self.step_index + 1}: the policy loss is {stats['loss']} (non-finite). Likely cause: "
+                    f"step {self.step_index + 1}: the policy loss is {where}. Likely cause: "
                     f"a learning rate too high for this model (optim.lr={cfg.lr}) or log-probs of -inf from a "
                     "sampler/trainer mismatch; lower optim.lr or check rollout.temperature/top_p.")
             if cfg.grad_clip > 0:
@@ -487,6 +561,8 @@ class Trainer:
         self.scheduler.step()
         timer["time_backward"] += time.perf_counter() - t0
         stats["loss"] /= max(n_updates, 1)
+        for name in ("loss", "tokens", "clip_low", "clip_high", "dual_clip", "ratio_sum", "kl_sum"):
+            stats[name] = self._sum(stats.get(name, 0.0))  # each process holds its share of the global sums
         return stats
 
     @staticmethod
@@ -506,11 +582,9 @@ class Trainer:
         ids, mask = pad_right([rows[i] for i in chunk], self.tokenizer.pad_token_id, self.accelerator.device)
         logp, _ = token_logprobs(self.model, ids, mask)
         tmask = self._target_mask(logp.shape, [starts[i] for i in chunk], [lens[i] for i in chunk])
-        old_logp = torch.zeros(logp.shape)
+        old_logp = torch.zeros(logp.shape)  # (b, L-1)
         for b, i in enumerate(chunk):
-            o, om = old[i // mb]
-            row_old = o[i % mb][om[i % mb]]
-            old_logp[b][tmask[b]] = row_old
+            old_logp[b][tmask[b]] = old[i]
         dev = logp.device
         loss, st = policy_loss(logp, old_logp.to(dev), adv[chunk].to(dev), tmask.to(dev), cfg.eps_low, cfg.eps_high, cfg.dual_clip,
                                cfg.loss_aggregation, num_tokens=max(tokens_global, 1), num_seqs=max(seqs_global, 1))
@@ -549,14 +623,19 @@ class Trainer:
         outcomes = group_outcomes(torch.tensor(state_rewards)) if state_rewards else []
         s0_outcomes = [o for o, (w, s) in zip(outcomes, [(w, s) for w in all_works for s in w.states])
                        if s.key.trajectory_id == SHARED]
-        adv = np.array([r.advantage for r in rollouts], dtype=np.float64) if rollouts else np.zeros(0)
-        alphas = [a for w in kept for k, a in w.alpha[cfg.modulation].items()
-                  if any(r.key == k for r in w.rollouts)]
+        # Distributions are gathered from every process (small lists), so Figs. 3 and 5 see the whole batch.
+        adv = np.array(self._gather([r.advantage for r in rollouts]), dtype=np.float64)
+        alphas = self._gather([a for w in kept for k, a in w.alpha[cfg.modulation].items()
+                               if any(r.key == k for r in w.rollouts)])
         by_j = defaultdict(list)
-        for w in all_works:
-            for k, v in w.values.items():
-                by_j[k.state_index].append(v)
-        tok = self._sum(stats.get("tokens", 0.0))
+        for j, v in self._gather([(k.state_index, v) for w in all_works for k, v in w.values.items()]):
+            by_j[j].append(v)
+        ent_base_tokens = self._sum(timer.get("entropy_base_tokens", 0))
+        entropy_base = (self._sum(timer.get("entropy_base_sum", 0.0)) / ent_base_tokens if ent_base_tokens
+                        else stats.get("entropy", float("nan")))
+        base_rewards = self._gather(timer.get("base_rewards", []))
+        base_lengths = self._gather(timer.get("base_lengths", []))
+        tok = stats.get("tokens", 0.0)
         gen_tokens = self.engine.counters.generated_tokens - engine_before[0]
         prefill = self.engine.counters.prompt_tokens - engine_before[1]
         full_lengths = [len(r.prefix_ids) - r.prompt_len + len(r.completion_ids) for r in rollouts]
@@ -564,13 +643,13 @@ class Trainer:
             "step": self.step_index,
             "reward_mean": self._gmean([r.reward for r in rollouts]),
             "reward_all_mean": self._gmean([x for v in state_rewards for x in v]),
-            "base_reward_mean": float(np.mean(timer["base_rewards"])) if timer.get("base_rewards") else
-            float(np.mean([x for v in state_rewards for x in v])) if state_rewards else float("nan"),
+            "base_reward_mean": float(np.mean(base_rewards)) if base_rewards else
+            self._gmean([x for v in state_rewards for x in v]),
             "entropy": stats.get("entropy", float("nan")),
-            "entropy_base": timer.get("entropy_base", stats.get("entropy", float("nan"))),
-            "response_length": float(np.mean(full_lengths)) if full_lengths else float("nan"),
-            "continuation_length": float(np.mean([len(r.completion_ids) for r in rollouts])) if rollouts else float("nan"),
-            "base_length": float(np.mean(timer["base_lengths"])) if timer.get("base_lengths") else None,
+            "entropy_base": entropy_base,
+            "response_length": self._gmean(full_lengths),
+            "continuation_length": self._gmean([len(r.completion_ids) for r in rollouts]),
+            "base_length": float(np.mean(base_lengths)) if base_lengths else None,
             **self._counts(outcomes, "groups"), **self._counts(s0_outcomes, "prompts"),
             "prompts_used": int(self._sum(len(all_works))), "prompts_kept": int(self._sum(len(kept))),
             "refill_rounds": rounds, "groups_trained": int(self._sum(len({r.key for r in rollouts}))),
@@ -659,29 +738,22 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- eval
     def evaluate(self) -> list[dict]:
-        """Evaluate the current policy on the configured benchmarks (main process)."""
+        """Evaluate the current policy on the configured benchmarks, sharded over the processes.
+
+        Every process samples its share of the problems with its own engine and the per-problem results are
+        gathered, so an evaluation takes 1/world of the time and no process waits in a collective while
+        another evaluates alone. Every process returns the same rows; the main process writes them.
+        """
         from fr3e.evaluate import evaluate
 
         cfg = self.config.data
-        if self.config.profile == "tiny":
-            benchmarks = list(cfg.eval_benchmarks)
-        else:
-            from fr3e.data import load_benchmark
-
-            benchmarks = {b: load_benchmark(b, local=cfg.local_files.get(b)) for b in cfg.eval_benchmarks}
         policy = self.accelerator.unwrap_model(self.model)
-        report = evaluate(policy, benchmarks=benchmarks, n=cfg.eval_n, temperature=cfg.eval_temperature,
-                          top_p=cfg.eval_top_p, max_new_tokens=cfg.max_response_tokens,
-                          num_problems=cfg.eval_problems or None, seed=derive_seed(self.config.seed, "eval"),
-                          engine=self.engine, tokenizer=self.tokenizer, progress=False)
-        n = cfg.eval_n
-        return [{"step": self.step_index, "benchmark": name, "n": n, "avg": m[f"avg@{n}"],
-                 "avg_ci": m["ci"][f"avg@{n}"],
-                 "pass": {k.split("@")[1]: v for k, v in m.items() if k.startswith("pass@")},
-                 "greedy": m.get("greedy"), "num_problems": m["num_problems"],
-                 "all_right": m.get("all_right"), "all_wrong": m.get("all_wrong"),
-                 "mean_response_tokens": m.get("mean_response_tokens")}
-                for name, m in report["benchmarks"].items()]
+        report = evaluate(policy, benchmarks=list(cfg.eval_benchmarks), local_files=cfg.local_files, n=cfg.eval_n,
+                          temperature=cfg.eval_temperature, top_p=cfg.eval_top_p,
+                          max_new_tokens=cfg.max_response_tokens, num_problems=cfg.eval_problems or None,
+                          seed=derive_seed(self.config.seed, "eval"), engine=self.engine, tokenizer=self.tokenizer,
+                          progress=False, rank=self.rank, world=self.world, gather=self._gather)
+        return eval_rows(report, self.step_index)
 
     # ----------------------------------------------------------------------------------- run
     def run_loop(self) -> Path:
@@ -696,15 +768,15 @@ class Trainer:
         while self.step_index < cfg.steps:
             t0 = time.perf_counter()
             row = self.step()
+            evals = []
+            if cfg.eval_every and self.step_index % cfg.eval_every == 0 and self.step_index < cfg.steps:
+                te = time.perf_counter()
+                evals = self.evaluate()  # every process: sharded
+                row["time_eval"] = time.perf_counter() - te
             if main:
                 if cfg.sample_every and (self.step_index % cfg.sample_every == 0 or self.step_index == 1):
                     for s in self._sample_rows(self._last_works):
                         append_jsonl(self.run.samples_file, s)
-                evals = []
-                if cfg.eval_every and self.step_index % cfg.eval_every == 0 and self.step_index < cfg.steps:
-                    te = time.perf_counter()
-                    evals = self.evaluate()
-                    row["time_eval"] = time.perf_counter() - te
                 self.wall += time.perf_counter() - t0
                 row["wall"] = self.wall
                 append_jsonl(self.run.metrics_file, row)
@@ -715,15 +787,38 @@ class Trainer:
             if self.step_index % cfg.checkpoint_every == 0 or self.step_index == cfg.steps:
                 self.save_checkpoint()
         bar.close()
+        evals = self.evaluate()  # every process: sharded
+        self.save_model()
         if main:
-            for e in self.evaluate():
+            for e in evals:
                 append_jsonl(self.run.eval_file, e)
-            policy = self.accelerator.unwrap_model(self.model)
-            policy.save_pretrained(self.run.model_dir)
-            self.tokenizer.save_pretrained(self.run.model_dir)
             self.run.mark_done({"steps": self.step_index, "wall": self.wall})
         self.accelerator.wait_for_everyone()
         return self.run.path
+
+    def save_model(self) -> None:
+        """Write the final policy (full weights) and tokenizer to the run's model directory.
+
+        Every process takes part: gathering FSDP-sharded weights into one state dict is a collective. The
+        main process writes the files.
+        """
+        state = self.accelerator.get_state_dict(self.model)
+        policy = self.accelerator.unwrap_model(self.model)
+        if self.accelerator.is_main_process:
+            policy.save_pretrained(self.run.model_dir, state_dict=state, safe_serialization=True)
+            self.tokenizer.save_pretrained(self.run.model_dir)
+        self.accelerator.wait_for_everyone()
+
+
+def eval_rows(report: dict, step: int) -> list[dict]:
+    """eval.jsonl rows (one per benchmark) from a `fr3e.evaluate.evaluate` report."""
+    n = report["config"]["n"]
+    return [{"step": step, "benchmark": name, "n": n, "avg": m[f"avg@{n}"], "avg_ci": m["ci"][f"avg@{n}"],
+             "pass": {k.split("@")[1]: v for k, v in m.items() if k.startswith("pass@")},
+             "greedy": m.get("greedy"), "num_problems": m["num_problems"],
+             "all_right": m.get("all_right"), "all_wrong": m.get("all_wrong"),
+             "mean_response_tokens": m.get("mean_response_tokens")}
+            for name, m in report["benchmarks"].items()]
 
 
 def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool = True,

@@ -7,8 +7,43 @@ not token-exact; see PAPER.md, defect 4).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
+
+# End-of-turn tokens of chat templates: a base model prompted with the template ends its answer with one of
+# these while its generation_config may name only the document end (Qwen2.5 base: `<|endoftext|>`).
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>")
+
+
+def _as_ids(value) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value if v is not None]
+
+
+def stop_token_ids(tokenizer=None, generation_config=None, extra: Iterable[int] | int | None = None) -> list[int]:
+    """Every token id that ends a response, in a stable order without repeats.
+
+    The union of: `extra`, the tokenizer's `eos_token_id`, the generation config's `eos_token_id` (int or list,
+    as Qwen2.5-Instruct declares two), and the chat template's end-of-turn token when the tokenizer has a
+    chat template that uses one of `END_OF_TURN_TOKENS` (a base model prompted with the template ends its turn
+    with it, although its generation config names only `<|endoftext|>`).
+    """
+    ids = _as_ids(extra)
+    ids += _as_ids(getattr(tokenizer, "eos_token_id", None))
+    ids += _as_ids(getattr(generation_config, "eos_token_id", None))
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, str):
+        for tok in END_OF_TURN_TOKENS:
+            if tok in template:
+                tid = tokenizer.convert_tokens_to_ids(tok)
+                unk = getattr(tokenizer, "unk_token_id", None)
+                if isinstance(tid, int) and tid >= 0 and tid != unk:
+                    ids.append(tid)
+    return list(dict.fromkeys(ids))
 
 
 @dataclass

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
-from fr3e.engines.base import Completion, EngineCounters
+from fr3e.engines.base import Completion, EngineCounters, _as_ids, stop_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,30 @@ def _unwrap(model):
     while hasattr(model, "module"):
         model = model.module
     return getattr(model, "_orig_mod", model)
+
+
+_WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_fsdp_wrapped_module.", "_orig_mod.")
+
+
+def is_sharded(model) -> bool:
+    """True when some parameter is a DTensor shard (FSDP2): a forward of `model` is then a collective."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def full_weights(model):
+    """Yield (name, full tensor) for every entry of `model`'s state dict, gathering FSDP2 shards.
+
+    A collective under FSDP2: every process must iterate it to the end, in the same order (the state dict's
+    order is the module order, identical on every process). Wrapper prefixes are stripped from the names.
+    """
+    from torch.distributed.tensor import DTensor
+
+    for name, value in model.state_dict().items():
+        for prefix in _WRAPPER_PREFIXES:
+            name = name.replace(prefix, "")
+        yield name, value.full_tensor() if isinstance(value, DTensor) else value
 
 
 def sample_next(
@@ -79,21 +103,22 @@ class HFEngine:
         batch once at least this share of the live rows has finished (our choice: 1/8, measured)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model = _unwrap(model)
+        self._copy = None
+        self.sync_weights(model)
         config = self.model.config
-        if eos_token_id is None:
-            eos_token_id = getattr(tokenizer, "eos_token_id", None)
-        if eos_token_id is None:
-            eos = getattr(self.model.generation_config, "eos_token_id", None) or config.eos_token_id
-            eos_token_id = eos[0] if isinstance(eos, list | tuple) else eos
-        if eos_token_id is None:
+        generation_config = getattr(self.model, "generation_config", None)
+        eos_ids = stop_token_ids(tokenizer, generation_config, extra=eos_token_id)
+        if not eos_ids:
+            eos_ids = _as_ids(config.eos_token_id)
+        if not eos_ids:
             raise ValueError("no EOS token id: pass tokenizer=... or eos_token_id=...")
         if pad_token_id is None:
             pad_token_id = getattr(tokenizer, "pad_token_id", None)
         if pad_token_id is None:
             pad_token_id = getattr(config, "pad_token_id", None)
-        self.eos_token_id = int(eos_token_id)
-        self.pad_token_id = int(pad_token_id if pad_token_id is not None else eos_token_id)
+        self.eos_token_ids = eos_ids  # every id that stops a row (tokenizer, generation config, end of turn)
+        self.eos_token_id = eos_ids[0]
+        self.pad_token_id = int(pad_token_id if pad_token_id is not None else eos_ids[0])
         self.batch_size = batch_size
         self.device = torch.device(device) if device is not None else None
         self.progress = progress
@@ -101,8 +126,29 @@ class HFEngine:
         self.counters = EngineCounters()
 
     def sync_weights(self, model) -> None:
-        """Point at `model` (the trainer's module, shared): the next generate() samples from its weights."""
-        self.model = _unwrap(model)
+        """Sample from `model`'s current weights from the next generate() on.
+
+        A plain module (one process, DDP) is shared, not copied. A sharded one (FSDP2) cannot be sampled from
+        locally (each of its forwards is a collective, and processes decode different numbers of tokens), so
+        its full weights are gathered into a private unsharded copy, as a vLLM engine gets them. That gather is
+        a collective: every process calls sync_weights at the same points (the trainer does, after each step).
+        """
+        model = _unwrap(model)
+        if not is_sharded(model):
+            self.model, self._copy = model, None
+            return
+        if getattr(self, "_copy", None) is None:
+            from transformers import AutoModelForCausalLM
+
+            dtype = next(model.parameters()).dtype
+            self._copy = AutoModelForCausalLM.from_config(model.config, dtype=dtype)
+            self._copy.generation_config = model.generation_config
+        state = dict(full_weights(model))
+        missing, unexpected = self._copy.load_state_dict(state, strict=False)
+        if unexpected or [m for m in missing if "lm_head" not in m]:  # lm_head may be tied to the embedding
+            raise RuntimeError(f"gathered weights do not match the model: missing {missing}, unexpected {unexpected}")
+        device = next(model.parameters()).device
+        self.model = self._copy.to(device)
 
     def generate(
         self,
@@ -183,6 +229,7 @@ class HFEngine:
         logps = torch.zeros((R, max_new_tokens), dtype=torch.float32, device=device)  # (R, T)
         lengths = torch.full((R,), max_new_tokens, dtype=torch.long, device=device)  # (R,)
         stopped = torch.zeros(R, dtype=torch.bool, device=device)  # (R,)
+        eos = torch.tensor(self.eos_token_ids, dtype=torch.long, device=device)  # (E,)
         live = torch.arange(R, device=device)  # (A,) original row of each decoded row
         done = torch.zeros(R, dtype=torch.bool, device=device)  # (A,) finished but not yet pruned
         for t in range(max_new_tokens):
@@ -191,7 +238,7 @@ class HFEngine:
             rec = live[~done]
             tokens[rec, t] = nxt[~done]
             logps[rec, t] = logp[~done]
-            hit_eos = (nxt == self.eos_token_id) & ~done
+            hit_eos = torch.isin(nxt, eos) & ~done
             lengths[live[hit_eos]] = t + 1
             stopped[live[hit_eos]] = True
             done = done | hit_eos

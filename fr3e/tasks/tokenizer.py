@@ -55,3 +55,16 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
             f"save it with .save_pretrained({str(path)!r}), or run fr3e.tasks.warm_start()"
         )
     return PreTrainedTokenizerFast.from_pretrained(str(path))
+
+
+def is_tiny_tokenizer(path: str | Path) -> bool:
+    """True when `path` holds the character-level tokenizer of `build_tokenizer` (a WordLevel model over
+    exactly its vocabulary), so loaders pick `load_tokenizer` for it and `AutoTokenizer` for anything else."""
+    import json
+
+    file = Path(path) / "tokenizer.json"
+    if not file.exists():
+        return False
+    model = json.loads(file.read_text()).get("model", {})
+    expected = {token: i for i, token in enumerate((*SPECIAL_TOKENS, *CHARACTERS))}
+    return model.get("type") == "WordLevel" and model.get("vocab") == expected

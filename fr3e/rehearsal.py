@@ -18,8 +18,8 @@ What runs, in order, each step a subprocess with a hard timeout and a progress l
    exactly as `fr3e.trainer.load_policy` resolves `Qwen/Qwen2.5-7B` on a GPU node.
 3. **Training runs** with `accelerate launch` on 2 gloo ranks (`reproduce/accelerate/*-cpu-2proc.yaml`) and
    the Table 1 recipes `reproduce/configs/table1/qwen2.5-7b-{fr3e,grpo_pp}.yaml`, overriding sizes only
-   (:func:`size_overrides`): FR3E under FSDP2, killed with SIGKILL once `metrics.jsonl` has 2 steps and
-   relaunched (it must resume and finish); GRPO++ under DDP; FR3E with `rehearsal_zero_reward_rank=1`. The
+   (:func:`size_overrides`): FR3E under FSDP2, killed with SIGKILL (launcher and every rank) once
+   `metrics.jsonl` has 2 steps and a checkpoint exists, and relaunched (it must resume and finish); GRPO++ under DDP; FR3E with `rehearsal_zero_reward_rank=1`. The
    Table 1 runs are launched with the command `fr3e.results.ensure_runs` builds (plus `--data name=path` for
    the fixture files), in the directories it expects, so the notebook reuses them.
 4. **Base-model rows**: `fr3e.results.base_evals` on the fixture hub id with the recipe's evaluation settings.
@@ -477,12 +477,17 @@ def accelerate_config(kind: str, out_dir: Path) -> Path:
 
 # ================================================================================================ processes
 _TRACEBACK = "Traceback (most recent call last)"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def failure_excerpt(text: str, max_lines: int = 30) -> str:
     """The most telling part of a failed process's output: its first traceback (rank prefixes kept), else the
     lines that mention an error, else the tail."""
-    lines = text.splitlines()
+    lines = [_ANSI.sub("", line) for line in text.splitlines()]
+    cells = [i for i, line in enumerate(lines) if line.startswith("Exception encountered at")]  # papermill
+    if cells:
+        block = [line for line in lines[cells[-1]:] if line.strip() and not set(line.strip()) <= {"-"}]
+        return "\n".join(block[:1] + block[1:][-(max_lines - 1):])
     starts = [i for i, line in enumerate(lines) if _TRACEBACK in line]
     if starts:
         i = starts[0]
@@ -685,14 +690,17 @@ class Rehearsal:
         proc = self.launch(run_dir.name, cmd)
         deadline = time.monotonic() + self.timeout
         if kill_after:
-            while time.monotonic() < deadline and proc.poll() is None and metrics_steps(run_dir) < kill_after:
+            latest = run_dir / "checkpoints" / "latest"
+            while time.monotonic() < deadline and proc.poll() is None and (
+                    metrics_steps(run_dir) < kill_after or not latest.exists()):
                 time.sleep(0.1)
             if proc.poll() is not None or (run_dir / "DONE").exists():
                 code = proc.wait(deadline)
                 if not self.finish(step, proc, code, t0, f"{name} (before the kill)"):
                     return self.record(step)
                 step.status, step.detail = "failed", (f"the run finished before metrics.jsonl had {kill_after} "
-                                                      "steps: the kill came too late (raise Sizes.steps)")
+                                                      "steps and a checkpoint: the kill came too late (raise "
+                                                      "Sizes.steps)")
                 return self.record(step)
             if time.monotonic() >= deadline:
                 proc.kill()
@@ -702,7 +710,6 @@ class Rehearsal:
                 return self.record(step)
             proc.kill()
             killed_at = metrics_steps(run_dir)
-            latest = run_dir / "checkpoints" / "latest"
             step.checks["killed_at_step"] = killed_at
             step.checks["checkpoint_at_kill"] = latest.read_text().strip() if latest.exists() else None
             self.say(f"{name}: killed (SIGKILL to the launcher and every rank) at step {killed_at}, "

@@ -22,8 +22,14 @@ Formulas (L = mean response tokens, p = mean prompt tokens, P = prompts per step
 - GPU-hours = generated tokens / (vLLM throughput per GPU) / 3600 + training FLOPs / (peak · MFU) / 3600.
   Prefill is not counted (prefix caching serves the M continuations of a state from one prefill).
 - GPUs: the smallest multiple of `--gpus` whose per-GPU memory fits: FSDP full shard of fp32 master
-  weights + fp32 grads + Adam (16 bytes/param) / GPUs, plus the larger of training activations and the
-  colocated vLLM engine (bf16 weights / tensor-parallel degree + KV cache); vLLM sleeps while training.
+  weights + fp32 grads + Adam (16 bytes/param) / GPUs, plus the larger of (training activations + the
+  log-prob peak with gradients) and (the colocated vLLM engine: bf16 weights / tensor-parallel degree + KV
+  cache, + the log-prob peak of a no-grad forward, which runs while vLLM is awake: the first-return
+  entropy pass); vLLM sleeps during the backward passes. Log-prob peak of one micro-batch of R rows × T
+  tokens (`logits_gb`): the forward's bf16 logits R·T·V·2 bytes, one fp32 slice of 512 positions
+  R·512·V·4 bytes, and with gradients the logits' gradient R·T·V·2 bytes again. (Before log-probs were
+  computed in slices and every forward micro-batched, the first-return pass took all kept rows at once and
+  made an fp32 copy and a log_softmax of the full logits: 8 rows × 4k × 152k ≈ 50 GB at 7B.)
 - Disk = params · 4 bytes · (1 + 2 Adam states) · checkpoints kept + one bf16 export (2 bytes/param).
 """
 
@@ -85,6 +91,8 @@ class Assumptions:
     export_bytes: float = 2.0  # one final bf16 export for evaluation
     benchmark_sizes: dict[str, int] = field(default_factory=lambda: _benchmark_sizes())
     gpus_per_node: int = 8
+    vocab_size: int = 152064  # Qwen2.5 config.json (all three Table 1 models)
+    logprob_chunk: int = 512  # fr3e.trainer.LOGPROB_CHUNK: positions per fp32 slice of the logits
 
 
 def _benchmark_sizes() -> dict[str, int]:
@@ -117,14 +125,24 @@ def evaluations(steps: int, eval_every: int) -> int:
     return steps // eval_every + (1 if steps % eval_every else 0)
 
 
-def gpus_needed(params: float, tensor_parallel: int, a: Assumptions, step: int) -> tuple[int, float]:
+def logits_gb(rows: int, tokens: int, vocab: int, chunk: int, grad: bool) -> float:
+    """Peak GB of the log-probs of one micro-batch (fr3e.trainer.token_logprobs): the forward's bf16 logits
+    (rows · tokens · vocab · 2 B), one fp32 slice (rows · min(chunk, tokens) · vocab · 4 B), and with `grad`
+    the bf16 gradient of the logits (as large as the logits)."""
+    logits = rows * tokens * vocab * 2
+    return (logits * (2 if grad else 1) + rows * min(chunk, tokens) * vocab * 4) / 1e9
+
+
+def gpus_needed(params: float, tensor_parallel: int, a: Assumptions, step: int, logits_train_gb: float = 0.0,
+                logits_nograd_gb: float = 0.0) -> tuple[int, float]:
     """Smallest multiple of `step` GPUs whose per-GPU peak memory fits; returns (gpus, GB per GPU)."""
     usable = a.gpu_memory_gb * a.memory_headroom
     vllm_gb = 2 * params / tensor_parallel / 1e9 + a.kv_cache_gb
     for n in range(step, 1025, step):
         if n % tensor_parallel:
             continue
-        per_gpu = a.train_state_bytes * params / n / 1e9 + max(a.activation_gb, vllm_gb)
+        per_gpu = a.train_state_bytes * params / n / 1e9 + max(a.activation_gb + logits_train_gb,
+                                                                vllm_gb + logits_nograd_gb)
         if per_gpu <= usable:
             return n, per_gpu
     raise ValueError(f"a {params / 1e9:.1f}B model does not fit in 1024 GPUs under these assumptions.")
@@ -162,7 +180,11 @@ def estimate_run(config: TrainConfig, assumptions: Assumptions | None = None) ->
     throughput = a.throughput[klass]
     rollout_gpu_hours = (train_generated + eval_generated) / throughput / 3600
     train_gpu_hours = train_flops / (a.peak_flops * a.mfu) / 3600
-    gpus, per_gpu_gb = gpus_needed(params, config.rollout.tensor_parallel_size, a, a.gpus_per_node)
+    rows, seq = config.optim.micro_batch_size, config.data.max_prompt_tokens + config.data.max_response_tokens
+    logits_train = logits_gb(rows, seq, a.vocab_size, a.logprob_chunk, grad=True)
+    logits_nograd = logits_gb(rows, seq, a.vocab_size, a.logprob_chunk, grad=False)
+    gpus, per_gpu_gb = gpus_needed(params, config.rollout.tensor_parallel_size, a, a.gpus_per_node,
+                                   logits_train, logits_nograd)
     gpu_hours = rollout_gpu_hours + train_gpu_hours
     disk_gb = (params * a.checkpoint_bytes * (1 + a.adam_states) * a.checkpoints_kept
                + params * a.export_bytes) / 1e9
@@ -173,6 +195,8 @@ def estimate_run(config: TrainConfig, assumptions: Assumptions | None = None) ->
         "params": params,
         "gpus": gpus,
         "per_gpu_gb": per_gpu_gb,
+        "logits_gb_train": logits_train,
+        "logits_gb_nograd": logits_nograd,
         "mean_response_tokens": L,
         "generated_tokens_per_prompt": generated_per_prompt,
         "train_generated_tokens": train_generated,

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY = Assumptions(
     mean_response_tokens={}, default_response_tokens=100.0, mean_prompt_tokens=20.0, continuation_fraction=0.5,
     refill_fraction=0.5, throughput={"1b": 1000.0}, peak_flops=1e12, mfu=0.5, gpu_memory_gb=10.0,
-    memory_headroom=1.0, activation_gb=2.0, kv_cache_gb=1.0, checkpoints_kept=2,
+    memory_headroom=1.0, activation_gb=2.0, kv_cache_gb=1.0, checkpoints_kept=2, vocab_size=0,
     benchmark_sizes={"a": 10, "b": 5}, gpus_per_node=2)
 
 
@@ -103,3 +103,20 @@ def test_main_prints_table(capsys):
     out = capsys.readouterr().out
     assert "TOTAL" in out and "table1-qwen2.5-math-7b-fr3e" in out
     assert "7b: 1,000 tok/s" in out and "40% MFU" in out
+
+
+def test_logits_memory_hand_computed():
+    # Qwen2.5-7B recipe micro-batch: 4 rows × (1024 + 3072) tokens × 152,064 vocab.
+    # bf16 logits 4·4096·152064·2 B = 4.983 GB; fp32 slice 4·512·152064·4 B = 1.246 GB.
+    assert plan.logits_gb(4, 4096, 152064, 512, grad=False) == pytest.approx(4.983 + 1.246, abs=1e-3)
+    # with gradients the logits' bf16 gradient is added: 2·4.983 + 1.246 = 11.21 GB
+    assert plan.logits_gb(4, 4096, 152064, 512, grad=True) == pytest.approx(11.21, abs=1e-2)
+    # a sequence shorter than the slice: the slice is the sequence
+    assert plan.logits_gb(1, 100, 1000, 512, grad=False) == pytest.approx((1 * 100 * 1000 * 2 + 100 * 1000 * 4) / 1e9)
+
+
+def test_paper_recipes_fit_with_the_logits_peak():
+    for config in plan.load_recipes(ROOT / plan.DEFAULT_CONFIG_DIR):
+        r = estimate_run(config)
+        assert r["logits_gb_nograd"] < r["logits_gb_train"] < 12  # micro-batched, sliced: no 50 GB pass
+        assert r["per_gpu_gb"] <= 80 * 0.9, r["run"]

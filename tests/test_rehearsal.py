@@ -169,16 +169,19 @@ def test_failure_excerpt_keeps_the_first_rank_traceback():
 
 # ------------------------------------------------------------------------------------------------ quick run
 def _two_ranks_start(tmp_path) -> bool:
+    """accelerate launch with the DDP CPU config starts ranks 0 and 1 of a world of 2 (each writes a file)."""
     script = tmp_path / "ranks.py"
-    script.write_text("import os\nprint('RANK', os.environ.get('RANK'), os.environ.get('WORLD_SIZE'), flush=True)\n")
+    script.write_text("import os, pathlib\n"
+                      f"pathlib.Path({str(tmp_path)!r}, 'started', os.environ['RANK']).write_text(os.environ['WORLD_SIZE'])\n")
+    (tmp_path / "started").mkdir()
     config = R.accelerate_config("ddp", tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     try:
-        out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                              str(script)], capture_output=True, text=True, timeout=90, env=env).stdout
+        subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), str(script)],
+                       capture_output=True, timeout=90, env={**os.environ, "OMP_NUM_THREADS": "1"})
     except subprocess.TimeoutExpired:
         return False
-    return sorted(line for line in out.splitlines() if line.startswith("RANK")) == ["RANK 0 2", "RANK 1 2"]
+    found = {p.name: p.read_text() for p in (tmp_path / "started").iterdir()}
+    return found == {"0": "2", "1": "2"}
 
 
 @pytest.mark.slow

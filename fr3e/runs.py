@@ -352,10 +352,13 @@ def base_evals(
         else:
             if evaluator is None:
                 from fr3e.evaluate import evaluate as evaluator
-            model_dir = _base_model_dir(config, cache_dir, warm_starter)
-            logger.info("base model %s: evaluating %s (n=%d)", model, model_dir, d.eval_n)
             start = time.perf_counter()
-            report = evaluator(model_dir, progress=False, **settings)
+            if config.profile == "paper":
+                model_dir, report = config.model.base, _evaluate_paper_base(config, evaluator, settings, cache_dir)
+            else:
+                model_dir = _base_model_dir(config, cache_dir, warm_starter)
+                logger.info("base model %s: evaluating %s (n=%d)", model, model_dir, d.eval_n)
+                report = evaluator(model_dir, progress=False, **settings)
             rows = eval_rows(report, step=0)
             atomic_write_json(path, {"model": model, "model_dir": str(model_dir), "settings": settings,
                                      "seconds": round(time.perf_counter() - start, 2), "rows": rows})
@@ -363,6 +366,24 @@ def base_evals(
         df["method"], df["model"], df["seed"], df["run"] = "base", safe_name(model), seed, path.stem
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+def _evaluate_paper_base(config, evaluator, settings: dict, cache_dir) -> dict:
+    """A paper-profile base model scored exactly as the trainer scores its policy: loaded like the trainer
+    loads it (hub id or directory, its own tokenizer, the recipe's dtype, on the GPU when there is one), the
+    recipe's engine, the chat-template prompts, the benchmark files of `data.local_files`."""
+    import torch
+
+    from fr3e.trainer import build_engine, load_policy
+
+    model, tokenizer, source = load_policy(config, cache_dir, progress=False)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    engine = build_engine(config, model.eval(), tokenizer, source)
+    logger.info("base model %s: evaluating with the %s engine (n=%d)", source, config.rollout.engine,
+                config.data.eval_n)
+    return evaluator(model, tokenizer=tokenizer, engine=engine, local_files=config.data.local_files,
+                     progress=False, **settings)
 
 
 def _base_model_dir(config, cache_dir: str | Path, warm_starter) -> Path:

@@ -158,6 +158,21 @@ def load_policy(config: TrainConfig, cache_dir: str | Path = "runs/cache", progr
     return model, tokenizer, str(source)
 
 
+def build_engine(config: TrainConfig, policy, tokenizer, model_source: str, world: int = 1):
+    """The rollout engine of `config.rollout.engine` over `policy` (HF: shares or copies its weights; vLLM:
+    loads `model_source` and receives weights through sync_weights)."""
+    cfg = config.rollout
+    if cfg.engine == "vllm":
+        from fr3e.engines.vllm import VLLMEngine
+
+        return VLLMEngine(model_source, tokenizer=tokenizer, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                          tensor_parallel_size=cfg.tensor_parallel_size, dtype=config.model.dtype,
+                          seed=config.seed, external_launcher=world > 1)
+    from fr3e.engines.hf import HFEngine
+
+    return HFEngine(policy, tokenizer, batch_size=cfg.batch_size)
+
+
 def load_train_prompts(config: TrainConfig):
     """The training set as a `datasets.Dataset` with `prompt` and `answer` columns."""
     if config.data.train == "tiny/train":
@@ -252,18 +267,8 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- components
     def _build_engine(self):
-        cfg = self.config.rollout
-        policy = self.accelerator.unwrap_model(self.model)
-        if cfg.engine == "vllm":
-            from fr3e.engines.vllm import VLLMEngine
-
-            return VLLMEngine(self.model_source, tokenizer=self.tokenizer,
-                              gpu_memory_utilization=cfg.gpu_memory_utilization,
-                              tensor_parallel_size=cfg.tensor_parallel_size, dtype=self.config.model.dtype,
-                              seed=self.config.seed, external_launcher=self.world > 1)
-        from fr3e.engines.hf import HFEngine
-
-        return HFEngine(policy, self.tokenizer, batch_size=cfg.batch_size)
+        return build_engine(self.config, self.accelerator.unwrap_model(self.model), self.tokenizer,
+                            self.model_source, self.world)
 
     def _engine_call(self, name: str) -> None:
         """Optional engine hooks (vLLM sleep mode); the HF engine has none."""

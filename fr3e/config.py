@@ -28,6 +28,7 @@ LOSS_AGGREGATIONS = ("token-mean", "seq-mean")
 METHODS = ("fr3e", "grpo_pp")
 ENGINES = ("hf", "vllm")
 PROFILES = ("tiny", "paper")
+REWARDS = ("verifier", "coin")
 
 
 class ConfigError(ValueError):
@@ -225,6 +226,10 @@ class TrainConfig:
         "Seconds a process waits in a collective (gather, reduce, barrier, FSDP forward) before the run fails. "
         "Our choice: 1800 (torch's default is 600, too short for a checkpoint of a 32B model); the CPU "
         "rehearsal sets a few seconds so that a hang fails fast.", 1800)
+    reward: str = _help(
+        "'verifier' (math-verify on prefix ⊕ continuation, paper) or 'coin': a fair coin per rollout, "
+        "ignoring the answer (control: what RL without signal does to the model; Shao et al. 2025 report "
+        "spurious rewards recovering most of the gain on Qwen2.5-Math).", "verifier")
     rehearsal_zero_reward_rank: int = _help(
         "Rehearsal only: this process scores every rollout 0, so it has no signal-carrying group and fewer "
         "micro-batches than the others (tests that uneven ranks do not hang). -1 = off (always, in real runs).",
@@ -240,6 +245,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_choice("", "profile", self.profile, PROFILES)
         _check_choice("", "method", self.method, METHODS)
+        _check_choice("", "reward", self.reward, REWARDS)
         _check(self.steps >= 1, f"steps={self.steps}: train for at least 1 step.")
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1.")
         _check(self.eval_every >= 0 and self.sample_every >= 0, "eval_every and sample_every must be >= 0.")

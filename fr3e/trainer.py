@@ -262,6 +262,7 @@ class Trainer:
         self.stream = PromptStream(len(self.train_set), config.seed)
         self.step_index = 0
         self._round = 0  # generation round within the step (refills); part of every sampling seed
+        self._coin = None  # (step, RNG) of the coin reward (config.reward == "coin")
         self.wall = 0.0
         self.newline_id = self.tokenizer.convert_tokens_to_ids("\n") if config.fr3e.scorer == "newline" else None
 
@@ -284,6 +285,10 @@ class Trainer:
 
         if self.rank == self.config.rehearsal_zero_reward_rank:  # rehearsal of uneven processes only
             return 0.0
+        if self.config.reward == "coin":  # control: a fair coin, seeded by (seed, step, process), in call order
+            if self._coin is None or self._coin[0] != self.step_index:
+                self._coin = (self.step_index, random.Random(self._seed("coin")))
+            return float(self._coin[1].random() < 0.5)
         return reward(text, answer)
 
     def _seed(self, *parts) -> int:

@@ -207,3 +207,16 @@ def test_newline_scorer_gives_fewer_anchors_than_k_when_boundaries_are_few():
     assert anchors.select_anchors(scores, eligible, k=3).tolist() == [[4, -1, -1]]
     # dense scorers keep every eligible position
     assert entropy.scored_positions("entropy", torch.zeros(1, 8)).all()
+
+
+# ------------------------------------------------------------------ control: the coin reward
+def test_coin_reward_ignores_the_answer_and_is_seeded(tmp_path):
+    from fr3e.config import load_config
+    from fr3e.trainer import Trainer
+
+    config = load_config(ROOT / "reproduce/configs/tiny-grpo_pp.yaml", ["steps=1", "reward=coin"])
+    trainer = Trainer(config, tmp_path / "run", progress=False, cache_dir=ROOT / "runs" / "cache")
+    draws = [trainer._reward("\\boxed{4}", "4") for _ in range(400)]
+    assert set(draws) == {0.0, 1.0} and 0.4 < sum(draws) / 400 < 0.6  # a fair coin, right answer or not
+    trainer._coin = None
+    assert [trainer._reward("x", "4") for _ in range(400)] == draws  # same (seed, step): same flips

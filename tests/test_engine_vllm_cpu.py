@@ -13,6 +13,11 @@ restores the weights it changes.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -165,6 +170,39 @@ def test_prefix_cache_hits_on_nested_states(engine):
         engine.stop_token_ids = saved
     # hits: floor((80-1)/32)*32 = 64, floor(109/32)*32 = 96, floor(129/32)*32 = 128
     assert engine.counters.cached_prefix_tokens - before == 64 + 96 + 128
+
+
+def test_tensor_parallel_ranks_get_their_own_samples(engine, tiny_qwen, tmp_path):
+    """Two processes (gloo) run one TP=2 engine with `external_launcher`; each calls generate with its own
+    prompts (3 and 0, then 1 and 3) and must get exactly what the single-process engine gives for them."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import vllm_tp_worker as worker
+
+    path, _, _ = tiny_qwen
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, worker.__file__, str(rank), str(port), str(path),
+                               str(tmp_path / f"rank{rank}.json")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for rank in range(2)]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=240)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    for rank in range(2):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        for call, prompts in enumerate(worker.TP_PROMPTS[rank]):
+            want = engine.generate(prompts, n=worker.N, max_new_tokens=8, seed=worker.tp_seed(rank, call))
+            assert [[c["token_ids"] for c in row] for row in got[call]] == ids(want), (rank, call)
+            for row, want_row in zip(got[call], want):
+                for c, w in zip(row, want_row):
+                    assert c["logprobs"] == pytest.approx(w.logprobs, abs=1e-4)
 
 
 def test_sleep_and_wake(engine):

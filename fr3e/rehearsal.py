@@ -576,6 +576,21 @@ class Process:
         return self.log.read_text(errors="replace")
 
 
+def weight_change(base_dir: Path, model_dir: Path) -> float | None:
+    """Largest |trained - base| over the tensors two safetensors model directories share (None if unreadable)."""
+    from safetensors.torch import load_file
+
+    try:
+        base = {k: v for f in sorted(base_dir.glob("*.safetensors")) for k, v in load_file(f).items()}
+        new = {k: v for f in sorted(model_dir.glob("*.safetensors")) for k, v in load_file(f).items()}
+    except (OSError, ValueError):
+        return None
+    shared = [k for k in base if k in new and base[k].shape == new[k].shape]
+    if not shared:
+        return None
+    return max(float((new[k].float() - base[k].float()).abs().max()) for k in shared)
+
+
 @contextlib.contextmanager
 def _gone():
     """Ignore a process that exited meanwhile."""
@@ -611,6 +626,7 @@ class Rehearsal:
         self.env = hub_env(self.hf_home)
         self.local = data_files()
         self.benchmark_accuracy = 0.0
+        self.fixture_snapshot: Path | None = None
 
     # ---------------------------------------------------------------------------------------- plumbing
     def say(self, text: str) -> None:
@@ -672,15 +688,17 @@ class Rehearsal:
             problems.append("chat template or tokenizer round trip")
         step.status = "failed" if problems else "ok"
         self.benchmark_accuracy = info["benchmark_accuracy"]
+        self.fixture_snapshot = Path(info["snapshot"])
         step.detail = "; ".join(problems) or (
             f"{HUB_ID} -> {info['model_class']} ({info['parameters']} parameters), {info['tokenizer_class']}, sampled "
             f"accuracy {info['warm_accuracy']:.2f} (training prompts), {info['benchmark_accuracy']:.2f} (benchmarks)")
         return self.record(step)
 
     def train(self, name: str, method: str, kind: str, overrides: Sequence[str], run_dir: Path,
-              kill_after: int = 0, extra_args: Sequence[str] = ()) -> Step:
+              kill_after: int = 0, extra_args: Sequence[str] = (), wait_checkpoint: bool = True) -> Step:
         """Launch one run with accelerate on 2 ranks; with kill_after > 0, SIGKILL it once metrics.jsonl has that
-        many steps, relaunch the same command and check it resumed."""
+        many steps (and, with wait_checkpoint, a checkpoint exists), relaunch the same command and check that it
+        resumed (or restarted, without a checkpoint) and logged every step once."""
         from fr3e.results import accelerate_command
 
         step, t0 = Step(name), time.perf_counter()
@@ -692,7 +710,7 @@ class Rehearsal:
         if kill_after:
             latest = run_dir / "checkpoints" / "latest"
             while time.monotonic() < deadline and proc.poll() is None and (
-                    metrics_steps(run_dir) < kill_after or not latest.exists()):
+                    metrics_steps(run_dir) < kill_after or (wait_checkpoint and not latest.exists())):
                 time.sleep(0.1)
             if proc.poll() is not None or (run_dir / "DONE").exists():
                 code = proc.wait(deadline)
@@ -719,7 +737,8 @@ class Rehearsal:
         code = proc.wait(deadline)
         if not self.finish(step, proc, code, t0, name + (" (after the relaunch)" if kill_after else "")):
             return self.record(step)
-        problems = self.check_run(run_dir, method, kind, step.checks, resumed=bool(kill_after), output=proc.output())
+        resumed = bool(kill_after) and step.checks.get("checkpoint_at_kill") is not None
+        problems = self.check_run(run_dir, method, kind, step.checks, resumed=resumed, output=proc.output())
         step.status = "failed" if problems else "ok"
         step.detail = "; ".join(problems) or (f"{step.checks['steps_logged']} steps, {step.checks['eval_rows']} eval "
                                               f"rows, world size {step.checks['world_size']}")
@@ -758,6 +777,10 @@ class Rehearsal:
                 f"the final evaluation scores 0 on every benchmark, but the fixture model answers "
                 f"{self.benchmark_accuracy:.0%} of these problems when prompted through the chat template and "
                 "stopped at <|im_end|>: evaluation prompts or stop tokens differ from training's (issue 10, defects 6, 10)")
+        change = weight_change(self.fixture_snapshot, model_dir) if self.fixture_snapshot else None
+        checks["max_weight_change"] = change
+        if change == 0.0:
+            problems.append("the saved model equals the base model: no update reached the final weights")
         ckpts = sorted((run_dir / "checkpoints").glob("step-*"))
         files = sorted(p.name for p in ckpts[-1].iterdir()) if ckpts else []
         checks["checkpoint_files"] = files
@@ -826,8 +849,8 @@ class Rehearsal:
         zero = dataclasses.replace(self.sizes, steps=3, eval_benchmarks=("gsm8k", "math500"), eval_every=0)
         zero_ov = size_overrides(zero) + [f"steps={zero.steps}", f"data.eval_n={zero.eval_n}",
                                           "rehearsal_zero_reward_rank=1", "name=fr3e-zero-reward-rank1"]
-        self.train("FR3E, DDP, zero-reward rank 1", "fr3e", "ddp", zero_ov, self.runs_root / "fr3e-zero-reward-rank1",
-                   extra_args=files)
+        self.train("FR3E, DDP, zero-reward rank 1, kill -9 before the first checkpoint", "fr3e", "ddp", zero_ov,
+                   self.runs_root / "fr3e-zero-reward-rank1", kill_after=1, extra_args=files, wait_checkpoint=False)
         self.base_rows(overrides)
         if (fr3e_dir / "DONE").exists() and (grpo_dir / "DONE").exists():
             self.notebook(overrides, accelerate_config("fsdp", self.dir / "accelerate"))

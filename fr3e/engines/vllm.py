@@ -13,13 +13,14 @@ The version we implement:
 - Prompts are `TokensPrompt(prompt_token_ids=...)`, never text (states are token-exact, PAPER.md defect 4).
 - Sampling: one request per prompt, `SamplingParams(n, temperature, top_p, max_tokens, seed, logprobs=0,
   detokenize=False, stop_token_ids=<every EOS id>)`. `temperature == 0` is greedy: one sample copied n times.
-- Seeds, one random stream per (prompt, sample): vLLM's V1 engine (read in 0.32.0, `vllm/v1/engine/parallel_sampling.py`,
-  `ParentRequest._get_child_sampling_params`) splits a request with `n > 1` into n child requests and seeds
-  child k with `request_seed + k`. Prompt i therefore gets `request_seed = derive_seed(seed, i)` (a 62-bit
-  hash, `fr3e.seeds`), and sample k of prompt i draws from the stream `derive_seed(seed, i) + k`. Two
-  streams coincide only if two hashes fall within n of each other (probability ~ n·P²/2⁶², nil). The former
-  `seed + i` made sample k of prompt i and sample k−1 of prompt i+1 identical streams (adjacent FR3E states
-  shared 15 of 16 streams). `sampling_requests` is the pure function; `child_seeds` mirrors vLLM's rule.
+- Seeds, one random stream per (prompt, sample). vLLM's V1 engine (read in 0.32.0:
+  `vllm/v1/engine/parallel_sampling.py`, `ParentRequest._get_child_sampling_params`) splits a request with
+  n > 1 into n child requests and seeds child k with `request_seed + k`. Prompt i therefore gets
+  `request_seed = derive_seed(seed, i)` (a 62-bit hash, `fr3e.seeds`), and sample k of prompt i draws from
+  the stream `derive_seed(seed, i) + k`. Two streams coincide only if two hashes fall within n of each other
+  (probability about n·P²/2⁶²). The former `seed + i` made sample k of prompt i and sample k−1 of prompt
+  i+1 one stream (adjacent FR3E states shared 15 of 16 streams, and identical prefixes got identical
+  continuations). `sampling_requests` is the pure function; `child_seeds` mirrors vLLM's rule.
 - Stop tokens: every EOS id the model declares (`fr3e.engines.base.stop_token_ids`: the tokenizer's EOS,
   generation_config.json's `eos_token_id`, int or list, config.json's, and the chat template's end-of-turn
   token such as Qwen's `<|im_end|>`), so a base model prompted with the chat template stops at the end of
@@ -39,11 +40,13 @@ The version we implement:
   errors; the clipped sample ends with finish reason "length". (Qwen2.5-Math-7B has a 4096-token context:
   late FR3E states get a shorter budget there.)
 - `sync_weights(model)` streams the trainer's parameters one tensor at a time (FSDP2 DTensors are gathered
-  with `full_tensor()`, on every rank in the same order) into vLLM's in-place reload, the worker's
-  `reload_weights` (vLLM ≥ 0.11: layer-wise reload that re-runs each layer's post-load processing, so it also
-  works where the backend repacks weights, e.g. the CPU backend, whose plain `load_weights` fails with
-  "Attempted to load weight ... into parameter (torch.Size([0]))"); older vLLM: the model's `load_weights`.
-  Then `reset_prefix_cache()`: cached prefixes were computed with the old weights.
+  with `full_tensor()`, on every rank in the same order) into the worker's `reload_weights` (vLLM 0.32.0,
+  `model_loader/reload/inplace.py`): a layer-wise in-place reload that re-runs each layer's post-load
+  processing, so it also works where the backend repacks weights after loading. The CPU backend does (its
+  linear weights become (0,)-shaped parameters), and there the model's plain `load_weights` fails with
+  "'Parameter' object has no attribute 'weight_loader'" or "Attempted to load weight ... into parameter
+  (torch.Size([0]))". A vLLM whose worker lacks `reload_weights` gets the model's `load_weights` through
+  `LLM.apply_model`. Then `reset_prefix_cache()`: cached prefixes were computed with the old weights.
 - Sleep mode (when enabled; GPU only, vLLM's CPU platform has none): `sleep()` frees the engine's GPU memory
   for the training phase (level 1: weights to CPU, KV cache dropped); `sync_weights` wakes the weights up
   first and `generate` wakes the KV cache; the trainer calls `sleep()` before its backward passes.
@@ -416,7 +419,7 @@ class VLLMEngine:
             self.llm.collective_rpc("reload_weights",
                                     kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
             return counted.count
-        except AttributeError as exc:  # no Worker.reload_weights (vLLM < 0.11)
+        except AttributeError as exc:  # a worker without reload_weights (an older vLLM)
             if counted.count:
                 raise
             logger.info("vLLM has no reload_weights (%s); loading with the model's load_weights", exc)

@@ -288,7 +288,7 @@ def test_ensure_runs_trains_missing_and_reuses_finished(tmp_path, caplog):
     assert [r.method for r in runs[:4]] == ["grpo_pp"] * 4
     assert runs[0].run_dir == tmp_path / "runs" / "tiny" / "grpo_pp-general-s0-3"
     assert calls[0][:5] == ("grpo_pp", "general", 0, 3, "grpo_pp-general-s0-3")
-    assert "run 8/8 fr3e-math-s1-3: training" in caplog.text
+    assert "fr3e-math-s1-3: training (3 steps)" in caplog.text and "runs 8/8 done" in caplog.text
     # second call: everything finished, nothing launched
     again = results.ensure_runs(recipes, ["general", "math"], [0, 1], steps=3, runs_root=tmp_path / "runs",
                                 launcher=fake_train)

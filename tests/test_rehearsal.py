@@ -204,3 +204,13 @@ def test_quick_rehearsal(tmp_path):
     assert set(checks["final_eval"]) == {"gsm8k", "math500"}
     assert "rehearsal_zero_reward_rank=1" in checks["command"]
     assert any(name.endswith((".safetensors", ".bin")) for name in checks["model_files"])
+
+
+def test_failure_excerpt_follows_a_chained_exception_to_its_last_error():
+    log = "\n".join([
+        "Traceback (most recent call last):", '  File "a.py", line 3, in load', "ConnectionError: offline", "",
+        "The above exception was the direct cause of the following exception:", "",
+        "Traceback (most recent call last):", '  File "b.py", line 9, in main', "DataError: pass --data", "tail"])
+    excerpt = R.failure_excerpt(log)
+    assert excerpt.startswith("Traceback") and excerpt.endswith("DataError: pass --data")
+    assert "ConnectionError: offline" in excerpt and "tail" not in excerpt

@@ -252,34 +252,55 @@ KINDS: dict[str, Callable[[Claim, pd.DataFrame], list[dict]]] = {
 def claim_table1_from_deltas(d: pd.DataFrame) -> list[dict]:
     """Table 1 claims from a `fr3e.results.deltas` table (live, or as committed in summary.json).
 
-    Per model: the avg row's paired t-interval. Math − general: the difference of the two models' mean
-    per-seed gains, Welch interval from each model's (delta, sd of per-seed differences, seeds); the sd
-    is recovered from the t-interval when a committed table lacks it.
+    Per model and GRPO++ row (the `baseline` column: GRPO++, GRPO++ with matched rollouts; tables without
+    it compare with GRPO++): the avg row's paired t-interval. Math − general: the difference of the two
+    models' mean per-seed gains, Welch interval from each model's (delta, sd of per-seed differences, seeds);
+    the sd is recovered from the t-interval when a committed table lacks it.
     """
+    from fr3e.results import METHOD_LABELS
+
+    d = d if "baseline" in d else d.assign(baseline="grpo_pp")
     avg = d[d["benchmark"] == "avg"]
-    rows, gains = [], {}
-    for r in avg.itertuples():
-        n = int(r.seeds)
-        interval = f"95% paired t-interval over {n} seeds" if n >= 2 else "1 seed per method"
-        ours = (f"FR3E {r.fr3e:.1f} vs GRPO++ {r.grpo_pp:.1f} % (mean over splits and seeds); FR3E − GRPO++: "
-                f"{interval}")
-        rows.append(_row(TABLE1_CLAIM, r.model, TABLE1_PAPER, ours, r.delta, _num(r.ci_low), _num(r.ci_high), +1,
-                         interval, 1))
-        sd = _num(getattr(r, "sd", math.nan))
-        gains[r.model] = (r.delta, sd if np.isfinite(sd) else sd_from_t_interval(_num(r.ci_low), _num(r.ci_high), n), n)
-    if "general" in gains and "math" in gains:
-        (mm, sm, nm), (mg, sg, ng) = gains["math"], gains["general"]
-        est, lo, hi = welch_interval(mm, sm, nm, mg, sg, ng)
-        interval = f"95% Welch interval of a difference of differences ({nm} and {ng} seeds)"
-        ours = (f"gain FR3E − GRPO++: math {fmt_signed(mm)} vs general {fmt_signed(mg)} pts; math − general: "
-                f"{interval}")
-        rows.append(_row(MATH_CLAIM, "math − general", MATH_PAPER, ours, est, lo, hi, -1, interval, 1))
+    rows = []
+    for baseline in dict.fromkeys(avg["baseline"]):
+        label = METHOD_LABELS.get(baseline, baseline)
+        claim = TABLE1_CLAIM if baseline == "grpo_pp" else TABLE1_CLAIM.replace("GRPO++", label)
+        gains = {}
+        for r in avg[avg["baseline"] == baseline].itertuples():
+            n = int(r.seeds)
+            interval = f"95% paired t-interval over {n} seeds" if n >= 2 else "1 seed per method"
+            ours = (f"FR3E {r.fr3e:.1f} vs {label} {r.grpo_pp:.1f} % (mean over splits and seeds); FR3E − {label}: "
+                    f"{interval}")
+            rows.append(_row(claim, r.model, TABLE1_PAPER, ours, r.delta, _num(r.ci_low), _num(r.ci_high), +1,
+                             interval, 1))
+            sd = _num(getattr(r, "sd", math.nan))
+            gains[r.model] = (r.delta, sd if np.isfinite(sd) else sd_from_t_interval(_num(r.ci_low), _num(r.ci_high),
+                                                                                     n), n)
+        if "general" in gains and "math" in gains:
+            (mm, sm, nm), (mg, sg, ng) = gains["math"], gains["general"]
+            est, lo, hi = welch_interval(mm, sm, nm, mg, sg, ng)
+            interval = f"95% Welch interval of a difference of differences ({nm} and {ng} seeds)"
+            ours = (f"gain FR3E − {label}: math {fmt_signed(mm)} vs general {fmt_signed(mg)} pts; math − general: "
+                    f"{interval}")
+            math_claim = MATH_CLAIM if baseline == "grpo_pp" else f"{MATH_CLAIM} (vs {label})"
+            rows.append(_row(math_claim, "math − general", MATH_PAPER, ours, est, lo, hi, -1, interval, 1))
     return rows
 
 
-def claim_table1(final_evals: pd.DataFrame) -> list[dict]:
-    """Table 1: FR3E ≥ GRPO++ on avg@n per model; the gain smaller on the math model (difference of differences)."""
-    return claim_table1_from_deltas(deltas(final_evals))
+def claim_table1(final_evals: pd.DataFrame, baselines: Sequence[str] | None = None) -> list[dict]:
+    """Table 1: FR3E ≥ each GRPO++ row on avg@n per model; the gain smaller on the math model (difference of
+    differences). baselines: the GRPO++ arms (default: `fr3e.results.BASELINES` present in the data)."""
+    return claim_table1_from_deltas(deltas(final_evals, baselines=baselines))
+
+
+def select_arms(frame: pd.DataFrame, baseline: str = "grpo_pp", arm: str = "fr3e") -> pd.DataFrame:
+    """The rows of the two compared arms, with `method` set to their roles ("grpo_pp" for `baseline`, "fr3e"
+    for `arm`), so the claims below compare any baseline arm (e.g. "grpo_pp_matched") with FR3E. Frames
+    without an `arm` column are returned as they are."""
+    if frame is None or "arm" not in frame:
+        return frame
+    out = frame[frame["arm"].isin([baseline, arm])]
+    return out.assign(method=out["arm"].map({baseline: "grpo_pp", arm: "fr3e"}))
 
 
 def _num(x) -> float:
@@ -344,11 +365,14 @@ ARTEFACTS = ("table1", "entropy", "length", "advantage", "all_right")
 
 def claims_table(metrics: pd.DataFrame | None = None, final_evals: pd.DataFrame | None = None,
                  artefacts: Sequence[str] | None = None, sample: dict | None = None,
-                 details: bool = False) -> pd.DataFrame:
+                 details: bool = False, baseline: str = "grpo_pp", baselines: Sequence[str] | None = None
+                 ) -> pd.DataFrame:
     """Rows "claim | model | paper | ours | verdict" for the requested artefacts (default: all the data allows).
 
     metrics: `load_metrics`; final_evals: `load_final_evals`; sample: a samples row (walkthrough).
     details: also the numbers behind each verdict (`DETAIL_COLUMNS`).
+    baseline: the arm FR3E is compared with in the training-curve and evaluation claims (`select_arms`);
+    baselines: the GRPO++ rows of the Table 1 claims (default: every one present, see `claim_table1`).
     """
     artefacts = list(artefacts) if artefacts is not None else [*ARTEFACTS, "walkthrough"]
     rows: list[dict] = []
@@ -360,9 +384,9 @@ def claims_table(metrics: pd.DataFrame | None = None, final_evals: pd.DataFrame 
         if name not in ARTEFACTS:
             raise ValueError(f"unknown artefact {name!r}; claims exist for {[*ARTEFACTS, 'walkthrough']}")
         if name == "table1" and final_evals is not None:
-            rows += claim_table1(final_evals)
+            rows += claim_table1(final_evals, baselines)
         for spec in (s for s in SPECS if s.artefact == name):
-            data = final_evals if spec.kind == "eval" else metrics
+            data = select_arms(final_evals if spec.kind == "eval" else metrics, baseline)
             if data is not None:
                 rows += KINDS[spec.kind](spec, data)
     return pd.DataFrame(rows, columns=COLUMNS + (DETAIL_COLUMNS if details else []))

@@ -11,6 +11,8 @@ No DataFrames, files or models here; `fr3e.results` aggregates runs into the num
 - `welch_interval` / `diff_of_diffs_interval`: difference of two independent means (Welch–Satterthwaite
   degrees of freedom, rounded down, which widens the interval); a difference of differences ("the gain
   is smaller on the math model") is the Welch interval of two sets of per-seed differences.
+- `seeds_for_half_width`: how many seeds a t-interval needs to reach a half-width (what halving one takes).
+- `variance_split`: the variance of per-seed differences split into evaluation noise and seed-to-seed noise.
 - `verdict`: `holds` when the interval excludes 0 in the paper's direction, `contradicted` when it
   excludes 0 in the other direction, `inconclusive` when it contains 0 (a closed interval: an end at
   exactly 0 contains 0) or does not exist. Never from point estimates.
@@ -132,6 +134,42 @@ def sd_from_t_interval(low: float, high: float, n: int) -> float:
     if n < 2 or not (np.isfinite(low) and np.isfinite(high)):
         return math.nan
     return (high - low) / 2 * math.sqrt(n) / t_quantile_975(n - 1)
+
+
+def seeds_for_half_width(sd: float, half_width: float, max_seeds: int = 10_000) -> int | None:
+    """The fewest seeds n ≥ 2 whose 95% t-interval, t(n−1) · sd / √n, is at most `half_width`.
+
+    sd: the sample std of the per-seed values (assumed not to change with more seeds). The t quantile shrinks
+    as n grows, so halving a half-width measured with n seeds takes a little fewer than 4n seeds. None when
+    sd or half_width is not a positive finite number, or more than `max_seeds` would be needed.
+    """
+    if not (np.isfinite(sd) and np.isfinite(half_width)) or half_width <= 0:
+        return None
+    if sd == 0:
+        return 2
+    for n in range(2, max_seeds + 1):
+        if t_quantile_975(n - 1) * sd / math.sqrt(n) <= half_width:
+            return n
+    return None
+
+
+def variance_split(total_sd: float, eval_var: float) -> dict:
+    """Split the variance of per-seed differences into evaluation noise and seed-to-seed (training) noise.
+
+    total_sd: sample std of the per-seed differences; eval_var: the evaluation-noise variance of one
+    difference (same units²). seed_var = max(total_sd² − eval_var, 0). Returns eval_sd, seed_sd (√ of each),
+    eval_share (eval_var / total_sd², capped at 1) and dominant: "seeds" or "evaluation" (the larger part),
+    or "unknown" when either input is missing.
+    """
+    if not (np.isfinite(total_sd) and np.isfinite(eval_var)) or eval_var < 0:
+        return {"eval_sd": math.sqrt(eval_var) if np.isfinite(eval_var) and eval_var >= 0 else math.nan,
+                "seed_sd": math.nan, "eval_share": math.nan, "dominant": "unknown"}
+    total = total_sd ** 2
+    seed_var = max(total - eval_var, 0.0)
+    share = min(1.0, eval_var / total) if total > 0 else (1.0 if eval_var > 0 else math.nan)
+    dominant = "evaluation" if eval_var > seed_var else "seeds"
+    return {"eval_sd": math.sqrt(eval_var), "seed_sd": math.sqrt(seed_var), "eval_share": share,
+            "dominant": dominant}
 
 
 def verdict(low: float, high: float, direction: int = 1) -> str:

@@ -229,7 +229,8 @@ def test_one_seed_uses_a_paired_bootstrap_over_steps():
 
 
 def test_claim_verdict_when_reversed(metrics):
-    swapped = metrics.assign(method=metrics["method"].map({"fr3e": "grpo_pp", "grpo_pp": "fr3e"}))
+    swap = {"fr3e": "grpo_pp", "grpo_pp": "fr3e"}
+    swapped = metrics.assign(method=metrics["method"].map(swap), arm=metrics["arm"].map(swap))
     rows = claims.claims_table(swapped, artefacts=["advantage"])
     assert rows["verdict"].str.startswith("contradicted (+0.200 [+0.200, +0.200])").all()
 
@@ -471,3 +472,57 @@ def test_committed_readme_verdicts_are_three_words():
     assert header in text
     rows = [line for block in text.split(header)[1:] for line in block.split("\n\n")[0].splitlines()[2:]]
     assert rows and all(r.rsplit(" | ", 1)[1].split(" ")[0] in stats.VERDICTS for r in rows)
+
+
+# --------------------------------------------------------------------------------- controls and precision
+def _study() -> pd.DataFrame:
+    """general, one split ("easy"), 3 seeds: GRPO++ .30/.40/.35, FR3E .40/.30/.40, matched GRPO++ .40/.40/.40,
+    coin GRPO++ .20/.25 (2 seeds); every run's bootstrap CI is ± 3.92 points (standard error 2 points)."""
+    values = {"grpo_pp": (0.30, 0.40, 0.35), "fr3e": (0.40, 0.30, 0.40), "grpo_pp_matched": (0.40, 0.40, 0.40),
+              "grpo_pp_coin": (0.20, 0.25)}
+    return pd.DataFrame([{"model": "general", "method": "fr3e" if arm == "fr3e" else "grpo_pp", "arm": arm,
+                          "seed": s, "benchmark": "easy", "avg": v, "avg_lo": v - 0.0392, "avg_hi": v + 0.0392,
+                          "num_problems": 512}
+                         for arm, vals in values.items() for s, v in enumerate(vals)])
+
+
+def test_table1_shows_control_rows_in_order():
+    base = pd.DataFrame([{"model": "general", "method": "base", "seed": 0, "benchmark": "easy", "avg": 0.25}])
+    table = results.table1(_study(), base)
+    assert list(table.index) == [("general", s) for s in ("base", "GRPO++", "GRPO++ (matched rollouts)",
+                                                          "GRPO++ (coin reward)", "FR3E")]
+    assert table.loc[("general", "GRPO++ (coin reward)"), "avg"] == "22.5 ± 3.5"  # 20, 25
+    assert table.loc[("general", "GRPO++ (coin reward)"), "seeds"] == 2
+    gains = results.gains_over_base(_study(), base).set_index("arm")
+    # coin: 20 − 25 = −5, 25 − 25 = 0 -> −2.5, sd 3.536, half 12.7062 · 2.5 = 31.77
+    assert gains.loc["grpo_pp_coin", "gain"] == pytest.approx(-2.5)
+    assert gains.loc["grpo_pp_coin", "ci_high"] == pytest.approx(-2.5 + 31.7655, abs=1e-3)
+    assert results.seeds_per_arm(_study()) == {"general": {"GRPO++": 3, "FR3E": 3, "GRPO++ (matched rollouts)": 3,
+                                                           "GRPO++ (coin reward)": 2}}
+    assert results.problems_per_split(_study()) == {"easy": 512}
+
+
+def test_deltas_against_both_grpo_rows_and_their_verdicts():
+    d = results.deltas(_study()).set_index(["baseline", "benchmark"])
+    # vs GRPO++: +10, −10, +5 -> +1.67, half 25.86 (see test_claim_table1_interval_contains_zero)
+    assert d.loc[("grpo_pp", "avg"), "half_width"] == pytest.approx(25.856, abs=1e-3)
+    # vs matched: 0, −10, 0 -> −3.33, s = 5.7735, half 4.3027 · 5.7735 / √3 = 14.34
+    assert d.loc[("grpo_pp_matched", "avg"), "delta"] == pytest.approx(-10 / 3)
+    assert d.loc[("grpo_pp_matched", "avg"), "half_width"] == pytest.approx(14.3424, abs=1e-3)
+    rows = claims.claim_table1(_study())
+    assert [r["claim"] for r in rows] == [claims.TABLE1_CLAIM,
+                                          "FR3E ≥ GRPO++ (matched rollouts) on avg@n (mean over the splits)"]
+    assert rows[1]["verdict"] == "inconclusive (−3.3 [−17.7, +11.0])"
+    assert "vs GRPO++ (matched rollouts) 40.0 %" in rows[1]["ours"]
+
+
+def test_delta_precision_splits_the_noise_and_says_what_halves_it():
+    p = results.delta_precision(_study()).set_index("baseline").loc["grpo_pp"]
+    # per-seed differences: sd 10.408 (variance 108.33); evaluation: each run's se 2 points -> 4 + 4 = 8 per
+    # difference (eval sd 2.83), seeds: √(108.33 − 8) = 10.02 -> the seeds dominate
+    assert p["sd"] == pytest.approx(10.4083, abs=1e-4) and p["eval_sd"] == pytest.approx(math.sqrt(8), abs=1e-3)
+    assert p["seed_sd"] == pytest.approx(math.sqrt(108.3333 - 8), abs=1e-3) and p["dominant"] == "seeds"
+    # half 25.856 -> target 12.928: n = 4 gives 3.1824 · 10.408 / 2 = 16.56, n = 5 gives 2.7764 · 10.408 / √5 = 12.92
+    assert p["seeds_to_halve"] == 5 and not p["meets_target"]
+    study = results.table1_study(_study())
+    assert study["problems_per_split"] == {"easy": 512} and len(study["delta_half_widths"]) == 2

@@ -109,3 +109,21 @@ def test_formats():
     assert stats.fmt_mean_std(50.0, 10.0) == "50.0 ± 10.0"
     assert stats.fmt_mean_std(41.25, float("nan")) == "41.2"
     assert stats.fmt_mean_std(float("nan"), float("nan")) == "–"
+
+
+def test_seeds_for_half_width_hand_computed():
+    # sd 10, target 5: t(n−1)·10/√n is 5.33 at n = 16 (2.1314·10/4), 5.14 at 17, 4.97 at 18 (2.1098·10/4.2426)
+    assert stats.seeds_for_half_width(10.0, 5.0) == 18
+    assert stats.seeds_for_half_width(0.0, 1.0) == 2
+    assert stats.seeds_for_half_width(float("nan"), 1.0) is None and stats.seeds_for_half_width(1.0, 0.0) is None
+
+
+def test_variance_split_hand_computed():
+    # total sd 5 -> variance 25; evaluation 9 -> seeds 16: eval sd 3, seed sd 4, share 9/25 = 0.36
+    out = stats.variance_split(5.0, 9.0)
+    assert out["eval_sd"] == pytest.approx(3.0) and out["seed_sd"] == pytest.approx(4.0)
+    assert out["eval_share"] == pytest.approx(0.36) and out["dominant"] == "seeds"
+    # evaluation noise larger than the observed spread: all of it is evaluation noise
+    out = stats.variance_split(2.0, 9.0)
+    assert out["seed_sd"] == 0.0 and out["eval_share"] == 1.0 and out["dominant"] == "evaluation"
+    assert stats.variance_split(float("nan"), 1.0)["dominant"] == "unknown"

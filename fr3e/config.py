@@ -375,19 +375,25 @@ def apply_overrides(config: TrainConfig, overrides: list[str] | None) -> TrainCo
         parts = key.strip().split(".")
         node, cls = data, TrainConfig
         for i, part in enumerate(parts):
+            if cls is None:  # inside a mapping field (data.local_files): any key, the value as YAML
+                if i != len(parts) - 1:
+                    raise ConfigError(f"override {key}: {'.'.join(parts[:i + 1])} is a value, not a section.")
+                node[part] = yaml.safe_load(text)
+                break
             if part not in node:
                 raise _unknown_key(cls, part, ".".join(parts[:i]))
+            section = _dataclass_type(cls, part)
             if i == len(parts) - 1:
-                if isinstance(node[part], dict):
+                if section is not None:
                     raise ConfigError(f"{key} is a section; set one of its fields, e.g. {key}.{next(iter(node[part]))}=...")
                 try:
-                    node[part] = _coerce(text, node[part])
+                    node[part] = _coerce(text, node[part])  # a mapping field takes a YAML mapping: {a: b}
                 except ConfigError as exc:
                     raise ConfigError(f"override {key}: {exc}") from None
             else:
                 if not isinstance(node[part], dict):
                     raise ConfigError(f"{'.'.join(parts[:i + 1])} is a value, not a section.")
-                cls = _dataclass_type(cls, part)
+                cls = section  # None: a mapping field such as data.local_files (name -> path)
                 node = node[part]
     return from_dict(TrainConfig, data)
 

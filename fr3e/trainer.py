@@ -731,6 +731,10 @@ class Trainer:
     def load_checkpoint(self) -> bool:
         ckpt = self.run.latest_checkpoint()
         if ckpt is None:
+            # A run killed before its first checkpoint starts over: rows it logged would be written twice.
+            if self.accelerator.is_main_process:
+                self.run.truncate_logs(0)
+            self.accelerator.wait_for_everyone()
             return False
         import json
 

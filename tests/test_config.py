@@ -110,3 +110,17 @@ def test_yaml_types_checked(tmp_path):
     path.write_text("fr3e:\n  num_anchors: four\n")
     with pytest.raises(ConfigError, match="fr3e.num_anchors='four' should be a int"):
         load_config(path)
+
+
+def test_mapping_fields_take_dotted_keys_and_yaml_mappings():
+    from fr3e.config import apply_overrides
+
+    c = apply_overrides(TrainConfig(), ["data.local_files.gsm8k=/data/gsm8k.jsonl",
+                                        "data.local_files.aime24=/data/aime.jsonl"])
+    assert c.data.local_files == {"gsm8k": "/data/gsm8k.jsonl", "aime24": "/data/aime.jsonl"}
+    c = apply_overrides(TrainConfig(), ["data.local_files={math500: /m.jsonl}"])
+    assert c.data.local_files == {"math500": "/m.jsonl"}
+    with pytest.raises(ConfigError, match="is a section"):
+        apply_overrides(TrainConfig(), ["data=1"])
+    with pytest.raises(ConfigError, match="is a value"):
+        apply_overrides(TrainConfig(), ["data.local_files.gsm8k.x=1"])

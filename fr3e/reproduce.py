@@ -55,6 +55,7 @@ SMOKE_PARAMETERS = {
     "results_dir": "../runs/smoke/results",
     "cache_dir": "../runs/cache",
     "accelerate_config": None,
+    "controls": ["coin", "matched"],
     "smooth": 1,
     "model": "general",
     "problem_index": None,
@@ -65,10 +66,13 @@ SMOKE_PARAMETERS = {
 """The notebooks' `parameters` defaults (nbval runs them; a test checks every notebook agrees). Paths are
 relative to notebooks/, where the kernel runs."""
 
-TINY_STEPS = 50
-"""Training steps per run of the full tiny reproduction. Our choice: 2 models × 2 methods × 3 seeds × 50 steps
-(plus both warm starts and the evaluations) fit the 20-minute budget on 2 CPU cores; the recipes' 100 steps
-are for single runs (`python -m fr3e.train`) and the benchmark."""
+TINY_SEEDS = [0, 1, 2, 3, 4]
+"""Training seeds per arm of the full tiny reproduction (issue 11 §2: at least 5 seeds per arm for Table 1; the
+coin-reward control trains the first 3, `fr3e.runs.CONTROLS`)."""
+TINY_EVAL_PROBLEMS = 512
+"""Problems per evaluation split of the full tiny reproduction (issue 11 §2: at least 512; 128 problems × n=16
+gave about ±6 points per split). Training steps, learning rate and the rest come from the recipes
+(reproduce/configs/tiny-*.yaml), never from here."""
 
 MAX_STREAM_CHARS = 20_000
 """Longest text kept per stream output in a saved notebook (the tail is kept)."""
@@ -127,14 +131,15 @@ def select_profile(requested: str = "auto", device_count: int | None = None) -> 
 def full_parameters(profile: str) -> dict:
     """The full-reproduction parameters of a profile (what `make reproduce` injects)."""
     if profile == "tiny":
-        return {**SMOKE_PARAMETERS, "models": ["general", "math"], "seeds": [0, 1, 2], "steps": TINY_STEPS, "eval_n": 16,
-                "eval_problems": None, "overrides": [], "runs_root": "../runs", "results_dir": "../results", "smooth": 5, "m": 16}
+        return {**SMOKE_PARAMETERS, "models": ["general", "math"], "seeds": list(TINY_SEEDS), "steps": None,
+                "eval_n": 16, "eval_problems": TINY_EVAL_PROBLEMS, "overrides": [], "runs_root": "../runs",
+                "results_dir": "../results", "controls": ["coin", "matched"], "smooth": 5, "m": 16}
     if profile == "paper":
         model = next(iter(PAPER_BASE_MODELS))
         return {**SMOKE_PARAMETERS, "profile": "paper", "models": list(PAPER_BASE_MODELS), "seeds": [0],
                 "steps": None, "eval_n": 16, "eval_problems": None, "overrides": [], "runs_root": "../runs", "results_dir": "../results",
                 "accelerate_config": "../reproduce/accelerate/fsdp-8gpu.yaml", "smooth": 10, "model": model,
-                "m": 16}
+                "m": 16, "controls": []}  # controls on 7B-32B models are a budget decision (make plan-table1)
     raise ValueError(f"unknown profile {profile!r}")
 
 
@@ -201,9 +206,85 @@ def strip_outputs(nb, max_stream: int = MAX_STREAM_CHARS, max_bytes: int = MAX_O
     return changed
 
 
+class ProgressLine:
+    """One progress line for a whole reproduction: elapsed time, the notebook running, and the runs of
+    `<runs_root>/progress.json` (`fr3e.runs.progress_line`: runs done / total, steps, estimated remaining).
+
+    The runs train inside the notebook's kernel, whose output papermill does not show, so a thread here reads
+    the status file `fr3e.runs.ensure_runs` keeps. On a terminal the line is rewritten in place every
+    `every_s` seconds; otherwise a new line is written when the runs' state changes, at most every `every_s`
+    seconds, and at least every `quiet_s` seconds.
+    """
+
+    def __init__(self, stream=None, every_s: float = 2.0, quiet_s: float = 60.0):
+        import threading
+
+        self.stream = stream or sys.stderr
+        self.every_s, self.quiet_s = every_s, quiet_s
+        self.start = time.time()
+        self.label, self.status_path = "", None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last = ("", 0.0)
+        self._width = 0
+
+    def line(self) -> str:
+        from fr3e.runs import format_duration, progress_line
+
+        now = time.time()
+        text = f"[{format_duration(now - self.start)}] {self.label}"
+        if self.status_path is not None and self.status_path.exists():
+            try:
+                text += " | " + progress_line(json.loads(self.status_path.read_text()), now)
+            except (OSError, ValueError):
+                pass  # being replaced: next tick
+        return text
+
+    def show(self, force: bool = False) -> None:
+        text = self.line()
+        if self.stream.isatty():
+            self.stream.write("\r" + text.ljust(self._width))
+            self._width = len(text)
+        else:
+            key = text.split("] ", 1)[-1].split(", about")[0]  # the state, without the clock
+            if force or key != self._last[0] or time.time() - self._last[1] >= self.quiet_s:
+                self.stream.write(text + "\n")
+                self._last = (key, time.time())
+        self.stream.flush()
+
+    def follow(self, label: str, status_path: Path | None) -> None:
+        """Show `label` and the runs of `status_path` from now on (starts the thread on first use)."""
+        import threading
+
+        self.label, self.status_path = label, status_path
+        self.show(force=True)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.show()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.show(force=True)
+        if self.stream.isatty():
+            self.stream.write("\n")
+
+
+def status_path(parameters: dict) -> Path | None:
+    """The progress file `fr3e.runs.ensure_runs` writes for these notebook parameters (None without runs)."""
+    root = parameters.get("runs_root")
+    return resolve(root) / "progress.json" if root else None
+
+
 def run_notebook(artefact: str, parameters: dict, progress: bool = True) -> tuple[Path, float]:
     """Execute one notebook with papermill; save it, trimmed, as <results_dir>/<artefact>/<name>.ipynb.
 
+    progress: papermill's per-cell bar (the reproduce driver shows its own line instead).
     Returns (saved notebook, seconds). A failing notebook is kept as <name>.failed.ipynb and re-raised.
     """
     import nbformat
@@ -250,18 +331,28 @@ def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False
                     "notebooks": {}, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     start = time.perf_counter()
     results_dir = None
-    for i, artefact in enumerate(names, start=1):
-        params = parameters_for(chosen, smoke, NOTEBOOK_DIR / NOTEBOOKS[artefact])
-        results_dir = params.get("results_dir", results_dir)
-        logger.info("notebook %d/%d: %s -> %s/%s/", i, len(names), NOTEBOOKS[artefact],
-                    params.get("results_dir"), artefact)
-        logger.info("parameters: %s", json.dumps(params))
-        if dry_run:
-            record["notebooks"][artefact] = {"parameters": params}
-            continue
-        saved, seconds = run_notebook(artefact, params)
-        logger.info("notebook %d/%d: %s done in %.0f s (saved %s)", i, len(names), NOTEBOOKS[artefact], seconds, saved)
-        record["notebooks"][artefact] = {"seconds": round(seconds, 1), "notebook": str(saved)}
+    line = None if dry_run else ProgressLine()
+    try:
+        for i, artefact in enumerate(names, start=1):
+            params = parameters_for(chosen, smoke, NOTEBOOK_DIR / NOTEBOOKS[artefact])
+            results_dir = params.get("results_dir", results_dir)
+            logger.info("notebook %d/%d: %s -> %s/%s/", i, len(names), NOTEBOOKS[artefact],
+                        params.get("results_dir"), artefact)
+            logger.info("parameters: %s", json.dumps(params))
+            if dry_run:
+                record["notebooks"][artefact] = {"parameters": params}
+                continue
+            status = status_path(parameters_for(chosen, smoke))  # runs_root, also for notebooks without runs
+            if i == 1 and status is not None:
+                status.unlink(missing_ok=True)  # count the runs of this reproduction only
+            line.follow(f"notebook {i}/{len(names)} {artefact}", status)
+            saved, seconds = run_notebook(artefact, params, progress=False)
+            logger.info("notebook %d/%d: %s done in %.0f s (saved %s)", i, len(names), NOTEBOOKS[artefact], seconds,
+                        saved)
+            record["notebooks"][artefact] = {"seconds": round(seconds, 1), "notebook": str(saved)}
+    finally:
+        if line is not None:
+            line.close()
     record["total_seconds"] = round(time.perf_counter() - start, 1)
     if not dry_run and results_dir is not None:
         atomic_write_json(resolve(results_dir) / "reproduce.json", record)

@@ -8,7 +8,9 @@ Notebooks call these functions and hold no logic of their own (STYLE rule 10). O
 - `fr3e.claims`: the claims table, "claim | model | paper | ours | verdict", each verdict from an interval.
 - `fr3e.walkthrough`: one FR3E step by hand (the walkthrough notebook).
 - here: **aggregations** (pure functions on DataFrames, unit-tested): `table1_summary` / `table1` (avg@n in %,
-  mean ± sample std over seeds), `deltas` (FR3E − GRPO++ with a 95% paired t-interval over seeds),
+  mean ± sample std over seeds, one row per arm: base, GRPO++, the controls, FR3E), `deltas` (FR3E − each
+  GRPO++ row with a 95% paired t-interval over seeds), `delta_precision` (half-widths, evaluation vs seed
+  noise, seeds to halve), `gains_over_base`, `table1_study` (what Table 1's summary.json adds),
   `phase_values` (per-seed start / end of training means), `composition_shares`, `training_summary`,
   `cost_summary`, `paper_reference` (the one Table 1 cell the paper's public text gives); **artefacts**:
   `write_artefact` writes `data.csv`, `summary.json`, `figure.png`, `provenance.json` atomically into
@@ -106,7 +108,9 @@ STANDS_IN_FOR = {"easy": "GSM8K", "medium": "MATH500", "hard": "AIME24",
 LATE_FRACTION = 0.25
 """Share of the last (first) steps averaged for "end (start) of training" (our choice)."""
 STATISTICS = ("avg@n in %; '± std' = sample std (ddof=1) over seeds, none with one seed; deltas FR3E − GRPO++ "
-              "paired by seed with a 95% Student t-interval (n−1 dof) on the per-seed differences; 'end of "
+              "(each GRPO++ row: the recipe's G, and G matched to FR3E's generated tokens per prompt) paired by "
+              "seed with a 95% Student t-interval (n−1 dof) on the per-seed differences, half-width = half its "
+              "length; 'end of "
               "training' = mean over the last quarter of the steps, 'start' = the first quarter. Verdicts: "
               "'holds' = the 95% interval of the difference excludes 0 in the paper's direction, 'contradicted' "
               "= it excludes 0 in the other direction, 'inconclusive' = it contains 0 (or there is none); the "
@@ -399,10 +403,18 @@ def training_summary(metrics: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame
 
 
 def cost_summary(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, method): generated / prefill / trained tokens and wall seconds per run (mean over seeds)."""
-    cols = [c for c in ("gen_tokens", "prefill_tokens", "trained_tokens", "time_step") if c in metrics]
-    per_run = metrics.groupby(["model", "method", "seed"], sort=False)[cols].sum()
-    return per_run.groupby(["model", "method"], sort=False).mean().reset_index()
+    """Per (model, method, arm): generated / prefill / trained tokens and wall seconds per run (mean over seeds),
+    and generated tokens per step and per sampled prompt (what matched rollouts equalise)."""
+    metrics = with_arm(metrics)
+    cols = [c for c in ("gen_tokens", "prefill_tokens", "trained_tokens", "time_step", "prompts_used") if c in metrics]
+    per_run = metrics.groupby(["model", "method", "arm", "seed"], sort=False)[cols].sum()
+    per_run["steps"] = metrics.groupby(["model", "method", "arm", "seed"], sort=False).size()
+    if "gen_tokens" in per_run:
+        per_run["gen_tokens_per_step"] = per_run["gen_tokens"] / per_run["steps"]
+        if "prompts_used" in per_run:
+            per_run["gen_tokens_per_prompt"] = per_run["gen_tokens"] / per_run["prompts_used"].replace(0, np.nan)
+    out = per_run.drop(columns=["steps"]).groupby(["model", "method", "arm"], sort=False).mean().reset_index()
+    return out
 
 
 # ========================================================================================== artefacts
@@ -545,17 +557,59 @@ def results_readme(results_dir: str | Path) -> str:
         if artefact == "table1" and summary.get("table"):
             cols = [c for c in ("model", "system", "easy", "medium", "hard", "avg", "seeds") if c in summary["table"][0]]
             lines += ["avg@16 in % (mean ± std over seeds):", "", _md_table(summary["table"], cols)]
-            if summary.get("deltas"):
-                rows = [{**d, "delta": f"{d['delta']:+.1f}",
-                         "95% CI": "n/a" if d.get("ci_low") is None else f"[{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]"}
-                        for d in summary["deltas"]]
-                lines += ["FR3E − GRPO++ (points):", "", _md_table(rows, ["model", "benchmark", "delta", "95% CI"])]
+            lines += _table1_readme(summary)
         if summary.get("claims_recomputed"):
             lines += [f"Claims {summary['claims_recomputed']}.", ""]
         claims = summary.get("claims") or []
         if claims:
             lines += [_md_table(claims, ["claim", "model", "paper", "ours", "verdict"])]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _ci(low, high) -> str:
+    return "n/a" if low is None or high is None else f"[{low:+.1f}, {high:+.1f}]"
+
+
+def _table1_readme(summary: dict) -> list[str]:
+    """The Table 1 section's study numbers: problems per split, seeds per arm, deltas against each GRPO++ row
+    with their half-widths, what would halve them, and each arm's gain over its base model."""
+    lines = []
+    if summary.get("problems_per_split"):
+        lines += ["Problems per split: " + ", ".join(f"{k} {v}" for k, v in summary["problems_per_split"].items())
+                  + ".", ""]
+    if summary.get("seeds_per_arm"):
+        lines += ["Seeds per arm: " + "; ".join(f"{model}: " + ", ".join(f"{arm} {n}" for arm, n in arms.items())
+                                               for model, arms in summary["seeds_per_arm"].items()) + ".", ""]
+    if summary.get("gains_over_base"):
+        rows = [{**g, "gain": f"{g['gain']:+.1f}", "95% CI": _ci(g.get("ci_low"), g.get("ci_high"))}
+                for g in summary["gains_over_base"]]
+        lines += ["Gain over the base model (avg over splits, points; t-interval over seeds, base held fixed):", "",
+                  _md_table(rows, ["model", "system", "gain", "95% CI", "seeds"])]
+    if summary.get("deltas"):
+        rows = [{**d, "baseline": METHOD_LABELS.get(d.get("baseline", "grpo_pp"), d.get("baseline")),
+                 "delta": f"{d['delta']:+.1f}", "95% CI": _ci(d.get("ci_low"), d.get("ci_high")),
+                 "half-width": "n/a" if d.get("ci_low") is None else f"{(d['ci_high'] - d['ci_low']) / 2:.1f}"}
+                for d in summary["deltas"]]
+        lines += ["FR3E − GRPO++ rows (points):", "",
+                  _md_table(rows, ["model", "baseline", "benchmark", "delta", "95% CI", "half-width", "seeds"])]
+    if summary.get("delta_half_widths"):
+        target = summary.get("half_width_target", HALF_WIDTH_TARGET)
+
+        def num(x, fmt="{:.1f}"):
+            return "n/a" if x is None else fmt.format(x)
+
+        rows = [{"model": r["model"], "baseline": METHOD_LABELS.get(r["baseline"], r["baseline"]),
+                 "seeds": r["seeds"], "half-width": num(r["half_width"]), f"≤ {target:g}?": "yes" if r["meets_target"]
+                 else "no", "sd of differences": num(r["sd"]), "evaluation sd": num(r["eval_sd"]),
+                 "seed sd": num(r["seed_sd"]), "dominant": r["dominant"],
+                 "seeds to halve": num(r["seeds_to_halve"], "{}")} for r in summary["delta_half_widths"]]
+        lines += [f"Precision of the avg delta (target half-width ≤ {target:g} points). Evaluation sd: the "
+                  "per-problem bootstrap noise of one per-seed difference (an upper bound: both runs see the same "
+                  "problems); seed sd: the rest of the spread between seeds. Seeds to halve: the seeds a "
+                  "t-interval with the measured sd needs for half the half-width (≈ 4×); when evaluation noise "
+                  "dominates, more problems per split shrink it instead.", "",
+                  _md_table(rows, list(rows[0]))]
+    return lines
 
 
 def write_results_readme(results_dir: str | Path) -> Path:

@@ -248,7 +248,14 @@ def subprocess_env(threads: int) -> dict[str, str]:
 
 
 def default_workers() -> int:
-    """Parallel worker processes: one per available core."""
+    """Parallel worker processes: `$FR3E_WORKERS` when set (e.g. 1 on a machine shared with other jobs), else
+    one per available core."""
+    if os.environ.get("FR3E_WORKERS"):
+        return max(1, int(os.environ["FR3E_WORKERS"]))
+    return _cores()
+
+
+def _cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
@@ -303,7 +310,7 @@ def ensure_runs(
         start = _in_process_starter(launcher, progress, cache_dir)
     else:
         workers = 1 if accelerate_config else (workers or default_workers())
-        threads = max(1, default_workers() // workers)
+        threads = max(1, _cores() // workers)
         if command is None:
             def command(job: Job) -> list[str]:
                 return _default_command(job, accelerate_config, cache_dir)
@@ -779,7 +786,8 @@ def base_evals(
         settings = {"benchmarks": list(d.eval_benchmarks), "n": d.eval_n, "num_problems": d.eval_problems or None,
                     "temperature": d.eval_temperature, "top_p": d.eval_top_p,
                     "max_new_tokens": d.max_response_tokens, "seed": seed}
-        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        identity = {**settings, **({"local_files": d.local_files} if d.local_files else {})}
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
         path = Path(runs_root) / config.profile / f"base-{safe_name(model)}-{key}.json"
         if path.exists():
             logger.info("base model %s: evaluation cached at %s", model, path)
@@ -798,7 +806,8 @@ def base_evals(
             atomic_write_json(path, {"model": model, "model_dir": str(model_dir), "settings": settings,
                                      "seconds": round(time.perf_counter() - start, 2), "rows": rows})
         df = pd.DataFrame([_flatten_eval(r) for r in rows])
-        df["method"], df["model"], df["seed"], df["run"] = "base", safe_name(model), seed, path.stem
+        # Labelled by the model actually evaluated, as ensure_runs labels runs (model.base may be overridden).
+        df["method"], df["model"], df["seed"], df["run"] = "base", safe_name(config.model.base), seed, path.stem
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 

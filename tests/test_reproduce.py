@@ -45,9 +45,11 @@ def test_unknown_artefact_is_an_error(monkeypatch, capsys):
 # -------------------------------------------------------------------------------------------- parameters
 def test_full_tiny_parameters():
     p = reproduce.full_parameters("tiny")
-    assert p["models"] == ["general", "math"] and p["seeds"] == [0, 1, 2] and p["eval_n"] == 16
+    # issue 11 §2: at least 5 seeds per arm and 512 problems per split; steps and the rest from the recipes
+    assert p["models"] == ["general", "math"] and len(p["seeds"]) >= 5 and p["eval_n"] == 16
+    assert p["eval_problems"] >= 512 and p["steps"] is None and p["controls"] == ["coin", "matched"]
     assert p["runs_root"] == "../runs" and p["results_dir"] == "../results" and p["overrides"] == []
-    assert isinstance(p["steps"], int) and p["steps"] > reproduce.SMOKE_PARAMETERS["steps"]
+    assert reproduce.full_parameters("paper")["controls"] == []
 
 
 def test_parameters_are_restricted_to_declared_names():
@@ -64,7 +66,7 @@ def test_dry_run_plans_every_notebook_in_order():
     assert record["profile"] == "tiny" and record["smoke"] is True
     one = reproduce.reproduce(["entropy"], profile="tiny", dry_run=True, device_count=0)
     assert list(one["notebooks"]) == ["entropy"]
-    assert one["notebooks"]["entropy"]["parameters"]["seeds"] == [0, 1, 2]
+    assert one["notebooks"]["entropy"]["parameters"]["seeds"] == reproduce.TINY_SEEDS
 
 
 def test_strip_outputs_trims_streams_and_huge_outputs():
@@ -111,3 +113,34 @@ def test_notebook_defaults_are_the_smoke_values(path):
         values[node.targets[0].id] = ast.literal_eval(node.value)
     assert values == {k: reproduce.SMOKE_PARAMETERS[k] for k in values}
     assert values.get("profile") == "tiny"
+
+
+def test_full_table1_plan_counts_runs_and_controls(tmp_path):
+    """The full Table 1 parameters plan 2 methods × 2 models × 5 seeds, coin × 3 seeds on general, matched ×
+    2 models × 5 seeds (matched runs wait for the FR3E runs of their model)."""
+    from fr3e import runs
+
+    p = reproduce.parameters_for("tiny", smoke=False, notebook=NOTEBOOK_DIR / "02_table1.ipynb")
+    extra = runs._eval_overrides(p["overrides"], p["eval_n"], p["eval_problems"])
+    jobs = runs.plan_jobs(runs.recipes("tiny"), p["models"], p["seeds"], p["steps"], tmp_path, extra,
+                          p["controls"], tmp_path / "cache", warm_starts=False)
+    keys = [j.key for j in jobs]
+    assert len(keys) == 20 + 3 + 10
+    assert keys.index("grpo_pp_matched-general-s0") < keys.index("grpo_pp-general-s0")  # long jobs first
+    matched = next(j for j in jobs if j.key == "grpo_pp_matched-math-s4")
+    assert matched.deps == [f"fr3e-math-s{s}" for s in range(5)] and matched.info is None
+
+
+def test_progress_line_on_a_pipe(tmp_path):
+    import io
+    import json
+
+    status = tmp_path / "progress.json"
+    status.write_text(json.dumps({"jobs": {"a": {"kind": "run", "state": "pending", "steps": 10}}}))
+    out = io.StringIO()
+    line = reproduce.ProgressLine(stream=out, every_s=0.05)
+    line.follow("notebook 2/6 table1", status)
+    line.close()
+    text = out.getvalue().splitlines()
+    assert text[0].endswith("notebook 2/6 table1 | runs 0/1 done, steps 0/10, time left: after the first steps")
+    assert len(text) == 2  # the same state is not repeated on a pipe (the last line is the closing one)

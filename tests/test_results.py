@@ -526,3 +526,17 @@ def test_delta_precision_splits_the_noise_and_says_what_halves_it():
     assert p["seeds_to_halve"] == 5 and not p["meets_target"]
     study = results.table1_study(_study())
     assert study["problems_per_split"] == {"easy": 512} and len(study["delta_half_widths"]) == 2
+
+
+def test_results_readme_shows_the_study_numbers(tmp_path):
+    (tmp_path / "table1").mkdir()
+    base = pd.DataFrame([{"model": "general", "method": "base", "seed": 0, "benchmark": "easy", "avg": 0.25}])
+    summary = {"table": results.table1(_study(), base), "deltas": results.deltas(_study()),
+               **results.table1_study(_study(), base)}
+    (tmp_path / "table1" / "summary.json").write_text(json.dumps(results._jsonable(summary)))
+    text = results.results_readme(tmp_path)
+    assert "Problems per split: easy 512." in text
+    assert "general: GRPO++ 3, FR3E 3, GRPO++ (matched rollouts) 3, GRPO++ (coin reward) 2" in text
+    assert "| general | GRPO++ (coin reward) | −2.5 | [−34.3, +29.3] | 2 |".replace("−", "-") in text
+    assert "| general | GRPO++ (matched rollouts) | avg | -3.3 | [-17.7, +11.0] | 14.3 | 3 |" in text
+    assert "| general | GRPO++ | 3 | 25.9 | no | 10.4 | 2.8 | 10.0 | seeds | 5 |" in text

@@ -425,8 +425,8 @@ def data_files(data_dir: str | Path = FIXTURE_DATA) -> dict[str, str]:
 def size_overrides(sizes: Sizes, hub_id: str = HUB_ID) -> list[str]:
     """`--set` overrides of a Table 1 recipe: sizes, the fixture model, the HF engine, fp32.
 
-    The data files cannot be overrides (`--set data.local_files=...` is refused: a dict field reads as a
-    config section), so they go on the command line as `--data name=path` (:func:`data_args`).
+    The fixture data files go in as `data.local_files.NAME=path` overrides, so the same list reaches the
+    training runs, `base_evals` and the notebook (whose only route is its `overrides` parameter).
     """
     out = [f"model.base={hub_id}", "model.dtype=float32", "rollout.engine=hf",
            f"data.prompts_per_step={sizes.prompts_per_step}", f"data.max_prompt_tokens={sizes.max_prompt_tokens}",
@@ -435,12 +435,7 @@ def size_overrides(sizes: Sizes, hub_id: str = HUB_ID) -> list[str]:
            f"distributed_timeout_s={sizes.distributed_timeout_s}"]
     if sizes.eval_benchmarks:
         out.append("data.eval_benchmarks=[" + ",".join(sizes.eval_benchmarks) + "]")
-    return out
-
-
-def data_args(local: dict[str, str]) -> list[str]:
-    """`--data name=path` arguments of `python -m fr3e.train` for every dataset in `local`."""
-    return [a for name, path in sorted(local.items()) for a in ("--data", f"{name}={path}")]
+    return out + [f"data.local_files.{name}={path}" for name, path in sorted(data_files().items())]
 
 
 def table1_run(method: str, sizes: Sizes, runs_root: Path, overrides: Sequence[str], seed: int = 0):
@@ -840,7 +835,7 @@ class Rehearsal:
             self.skipped("training runs, evaluation, notebook", "the fixture model is not available")
             return self.done()
         overrides = size_overrides(self.sizes)
-        files = data_args(self.local)
+        files: list[str] = []  # the data files travel as overrides (size_overrides)
         fr3e_dir, fr3e_ov = table1_run("fr3e", self.sizes, self.runs_root, overrides)
         if self.quick:
             self.train("FR3E, FSDP2, zero-reward rank 1, kill -9 + resume", "fr3e", "fsdp",

@@ -1,0 +1,150 @@
+"""The paper path's fixes on a CUDA GPU: log-prob memory at a 0.5B shape, and a paper-profile run in bf16.
+
+    python reproduce/gpu_paper_path.py --out DIR [--rows 4] [--tokens 4096]
+
+1. Memory of the log-prob pass (defect 5 of the rehearsal issue) on a random Qwen2 in the Qwen2.5-0.5B
+   layout (vocab 151,936), bf16: peak GPU memory of the former computation (fp32 copy of the full logits,
+   full log_softmax, entropy) against `fr3e.trainer.token_logprobs` (slices of 512 positions), without and
+   with gradients, for `rows` × `tokens`.
+2. A Table 1 recipe (Qwen2.5-7B FR3E) in one process on the GPU in bf16 with the rehearsal's fixture model
+   loaded by hub id (chat template, two EOS ids) and the HF engine: trains a few steps, checkpoints,
+   evaluates the six benchmarks, writes DONE.
+Writes DIR/gpu_paper_path.json. Needs a CUDA GPU; the CPU rehearsal (`make rehearse-table1`) covers the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def qwen25_05b(device: str):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                         tie_word_embeddings=True)
+    with torch.device(device):
+        model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    return model
+
+
+def former_logprobs(model, ids, mask, want_entropy=True):
+    """The computation before the fix: one fp32 copy of the whole logits, a full log_softmax, entropy."""
+    from fr3e import entropy as entropy_mod
+
+    logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1].float()  # (B, L-1, V) fp32
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    ent = entropy_mod.token_entropy(logits.detach(), mask[:, 1:]) if want_entropy else None
+    return logp, ent
+
+
+def peak_gb(fn) -> float:
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 1e9
+
+
+def memory_check(rows: int, tokens: int) -> dict:
+    from fr3e.trainer import token_logprobs
+
+    model = qwen25_05b("cuda")
+    ids = torch.randint(0, 151936, (rows, tokens), device="cuda")
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    out = {"shape": f"{rows} rows x {tokens} tokens x vocab 151936, bf16, Qwen2.5-0.5B layout",
+           "weights_gb": sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9}
+    for name, fn in (("former", former_logprobs), ("chunked", token_logprobs)):
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            out[f"{name}_nograd_gb"] = peak_gb(lambda: fn(model, ids, mask, want_entropy=True))
+            out[f"{name}_nograd_s"] = time.perf_counter() - t0
+
+        def with_grad():
+            logp, _ = fn(model, ids, mask, want_entropy=False)
+            logp.sum().backward()
+
+        model.zero_grad(set_to_none=True)
+        try:
+            out[f"{name}_grad_gb"] = peak_gb(with_grad)
+        except torch.OutOfMemoryError as exc:
+            out[f"{name}_grad_gb"] = f"OOM: {str(exc)[:120]}"
+        model.zero_grad(set_to_none=True)
+    # agreement of the two on one row
+    with torch.no_grad():
+        a, ea = former_logprobs(model, ids[:1, :512], mask[:1, :512])
+        b, eb = token_logprobs(model, ids[:1, :512], mask[:1, :512], want_entropy=True)
+    out["max_abs_diff_logp"] = float((a - b).abs().max())
+    out["max_abs_diff_entropy"] = float((ea - eb).abs().max())
+    del model
+    return out
+
+
+def paper_run(out_dir: Path) -> dict:
+    from fr3e import rehearsal
+
+    cache = out_dir / "cache"
+    t0 = time.perf_counter()
+    model_dir = rehearsal.build_fixture_model(cache_dir=cache)
+    hf_home = out_dir / "hf"
+    rehearsal.install_hub_cache(model_dir, hf_home)
+    sizes = rehearsal.Sizes(steps=4, eval_every=2, checkpoint_every=2, eval_n=4)
+    overrides = [o.replace("model.dtype=float32", "model.dtype=bfloat16") for o in rehearsal.size_overrides(sizes)]
+    run_dir, ov = rehearsal.table1_run("fr3e", sizes, out_dir / "runs", overrides)
+    cmd = [sys.executable, "-m", "fr3e.train", "--config", str(rehearsal.recipe("fr3e")), "--run-dir", str(run_dir),
+           "--no-progress"] + [a for o in ov for a in ("--set", o)]
+    env = rehearsal.hub_env(hf_home)
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()] \
+        if (run_dir / "metrics.jsonl").exists() else []
+    evals = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines()] \
+        if (run_dir / "eval.jsonl").exists() else []
+    env_json = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").exists() else {}
+    return {"returncode": res.returncode, "seconds": time.perf_counter() - t0, "done": (run_dir / "DONE").exists(),
+            "steps": [m["step"] for m in metrics], "eval_rows": len(evals),
+            "benchmarks": sorted({e["benchmark"] for e in evals}),
+            "devices": env_json.get("devices"), "dtype": "bfloat16",
+            "time_step": [round(m.get("time_step", 0), 3) for m in metrics],
+            "stderr_tail": res.stderr[-2500:] if res.returncode else ""}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--rows", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=4096)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.stderr.write("error: no CUDA GPU visible; this check measures GPU memory. Run make rehearse-table1 on CPU.\n")
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    for name, fn in (("memory", lambda: memory_check(args.rows, args.tokens)), ("paper_run", lambda: paper_run(out))):
+        try:
+            report[name] = fn()
+        except Exception as exc:  # reported, not hidden
+            import traceback
+
+            report[name] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2500:]}
+        (out / "gpu_paper_path.json").write_text(json.dumps(report, indent=1, default=str))
+        sys.stdout.write(json.dumps({name: report[name]}, indent=1, default=str)[:3000] + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -67,21 +67,23 @@ def memory_check(rows: int, tokens: int) -> dict:
     mask = torch.ones_like(ids, dtype=torch.bool)
     out = {"shape": f"{rows} rows x {tokens} tokens x vocab 151936, bf16, Qwen2.5-0.5B layout",
            "weights_gb": sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9}
-    for name, fn in (("former", former_logprobs), ("chunked", token_logprobs)):
+    def nograd(fn):
         with torch.no_grad():
+            fn(model, ids, mask, want_entropy=True)
+
+    def with_grad(fn):
+        logp, _ = fn(model, ids, mask, want_entropy=False)
+        logp.sum().backward()
+
+    for name, fn in (("former", former_logprobs), ("chunked", token_logprobs)):
+        for mode, run in (("nograd", nograd), ("grad", with_grad)):
+            model.zero_grad(set_to_none=True)
             t0 = time.perf_counter()
-            out[f"{name}_nograd_gb"] = peak_gb(lambda: fn(model, ids, mask, want_entropy=True))
-            out[f"{name}_nograd_s"] = time.perf_counter() - t0
-
-        def with_grad():
-            logp, _ = fn(model, ids, mask, want_entropy=False)
-            logp.sum().backward()
-
-        model.zero_grad(set_to_none=True)
-        try:
-            out[f"{name}_grad_gb"] = peak_gb(with_grad)
-        except torch.OutOfMemoryError as exc:
-            out[f"{name}_grad_gb"] = f"OOM: {str(exc)[:120]}"
+            try:
+                out[f"{name}_{mode}_gb"] = round(peak_gb(lambda run=run, fn=fn: run(fn)), 2)
+            except torch.OutOfMemoryError as exc:
+                out[f"{name}_{mode}_gb"] = f"OOM: {str(exc)[:120]}"
+            out[f"{name}_{mode}_s"] = round(time.perf_counter() - t0, 3)
         model.zero_grad(set_to_none=True)
     # agreement of the two on one row
     with torch.no_grad():
@@ -89,7 +91,6 @@ def memory_check(rows: int, tokens: int) -> dict:
         b, eb = token_logprobs(model, ids[:1, :512], mask[:1, :512], want_entropy=True)
     out["max_abs_diff_logp"] = float((a - b).abs().max())
     out["max_abs_diff_entropy"] = float((ea - eb).abs().max())
-    del model
     return out
 
 

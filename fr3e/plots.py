@@ -32,7 +32,9 @@ from matplotlib.patches import Patch, Rectangle
 from fr3e.results import BENCHMARKS, LATE_FRACTION, METHOD_LABELS, METHODS, STANDS_IN_FOR, composition_shares
 
 COLORS = {"grpo_pp": "#4C72B0", "fr3e": "#C44E52", "base": "#9A9A9A",
-          "GRPO++": "#4C72B0", "FR3E": "#C44E52"}
+          "GRPO++": "#4C72B0", "FR3E": "#C44E52",
+          "GRPO++ (matched rollouts)": "#55A868", "GRPO++ (coin reward)": "#CCB974"}
+TABLE1_SYSTEMS = ("base", "GRPO++ (coin reward)", "GRPO++", "GRPO++ (matched rollouts)", "FR3E")
 PANEL_SIZE = (5.0, 3.6)
 
 
@@ -217,10 +219,11 @@ def plot_composition(metrics: pd.DataFrame, level: str = "prompts", smooth: int 
 
 
 def plot_table1(summary: pd.DataFrame):
-    """Table 1 as bars: per model, avg@n (%) per benchmark and their average for base / GRPO++ / FR3E,
-    error bars ± std over seeds. summary: `fr3e.results.table1_summary`."""
+    """Table 1 as bars: per model, avg@n (%) per benchmark and their average for base, the GRPO++ controls
+    (coin reward, matched rollouts) where present, GRPO++ and FR3E; error bars ± std over seeds.
+    summary: `fr3e.results.table1_summary`."""
     models = _models(summary)
-    systems = [s for s in ("base", "GRPO++", "FR3E") if s in set(summary["system"])]
+    systems = [s for s in TABLE1_SYSTEMS if s in set(summary["system"])]
     benches = [b for b in (*BENCHMARKS, "avg") if b in set(summary["benchmark"])]
     fig, axes = _panels(len(models), size=(5.5, 3.8))
     width = 0.8 / max(1, len(systems))

@@ -99,3 +99,17 @@ def test_seed_band_mean_and_std():
     assert band["std"].tolist() == pytest.approx([2 ** 0.5] * 2)
     smoothed = plots.seed_band(df, "x", smooth=2)  # seed 0: 1, 2; seed 1: 3, 4
     assert smoothed["mean"].tolist() == [2.0, 3.0]
+
+
+def test_table1_figure_shows_the_control_rows():
+    import pandas as pd
+
+    from fr3e.plots import plot_table1
+
+    rows = [{"model": "general", "system": s, "benchmark": b, "mean": 40.0 + i, "std": 1.0, "seeds": 3}
+            for i, s in enumerate(("base", "GRPO++", "GRPO++ (matched rollouts)", "GRPO++ (coin reward)", "FR3E"))
+            for b in ("easy", "avg")]
+    fig = plot_table1(pd.DataFrame(rows))
+    labels = [t.get_text() for t in fig.legends[0].get_texts()] if fig.legends else \
+        [t.get_text() for ax in fig.axes for t in (ax.get_legend().get_texts() if ax.get_legend() else [])]
+    assert "GRPO++ (matched rollouts)" in labels and "GRPO++ (coin reward)" in labels

@@ -220,3 +220,39 @@ def test_coin_reward_ignores_the_answer_and_is_seeded(tmp_path):
     assert set(draws) == {0.0, 1.0} and 0.4 < sum(draws) / 400 < 0.6  # a fair coin, right answer or not
     trainer._coin = None
     assert [trainer._reward("x", "4") for _ in range(400)] == draws  # same (seed, step): same flips
+
+
+# ------------------------------------------------------- defect 8: paper-profile base-model rows
+def test_evaluate_reads_paper_benchmarks_from_local_files(tiny_sft):
+    from fr3e.evaluate import evaluate
+
+    model, tok = tiny_sft
+    fixture = ROOT / "tests" / "fixtures" / "data" / "gsm8k.jsonl"
+    report = evaluate(model, benchmarks=["gsm8k"], local_files={"gsm8k": str(fixture)}, n=2,
+                      engine=RecordingEngine(tok), tokenizer=tok, greedy=False, progress=False)
+    rows = sum(1 for line in fixture.read_text().splitlines() if line.strip())
+    assert report["benchmarks"]["gsm8k"]["num_problems"] == rows
+
+
+def test_paper_base_rows_are_evaluated_like_the_trainer_evaluates(tiny_sft, tmp_path, monkeypatch):
+    """base_evals on the paper profile: the trainer's loader and engine, the recipe's data files, labelled by
+    the model actually evaluated."""
+    from fr3e import results, trainer
+
+    model, tok = tiny_sft
+    seen = {}
+    monkeypatch.setattr(trainer, "load_policy", lambda config, cache_dir, progress: (model, tok, "org/base"))
+
+    def fake_eval(model_arg, **kw):
+        seen.update(kw, model=model_arg)
+        return {"config": {"n": 2}, "benchmarks": {"gsm8k": {
+            "avg@2": 0.5, "ci": {"avg@2": [0.4, 0.6]}, "pass@1": 0.5, "pass@2": 0.7, "greedy": None,
+            "num_problems": 4, "all_right": 0.25, "all_wrong": 0.25, "mean_response_tokens": 10.0}}}
+
+    recipe = ROOT / "reproduce/configs/table1/qwen2.5-7b-fr3e.yaml"
+    df = results.base_evals(["Qwen/Qwen2.5-7B"], recipe, tmp_path, evaluator=fake_eval, overrides=[
+        "model.base=org/base", "rollout.engine=hf", "data.eval_benchmarks=[gsm8k]",
+        "data.local_files.gsm8k=/data/gsm8k.jsonl"], eval_n=2)
+    assert seen["model"] is model and seen["tokenizer"] is tok and seen["engine"] is not None
+    assert seen["local_files"] == {"gsm8k": "/data/gsm8k.jsonl"}
+    assert set(df["model"]) == {"base"} and set(df["method"]) == {"base"}

@@ -213,12 +213,16 @@ def run_sweep(path: Path, only: list[str] | None = None, dry_run: bool = False) 
     out_dir = path.parent / name
     rows = []
     for setting, overrides in settings(sweep):
-        if only and setting not in only:
-            continue
         run_dir = RUNS / name / setting
+        selected = not only or setting in only
         if dry_run:
-            sys.stdout.write(f"{setting}: {overrides} -> {run_dir}\n")
+            if selected:
+                sys.stdout.write(f"{setting}: {overrides} -> {run_dir}\n")
             continue
+        from fr3e.runlog import RunDir
+
+        if not selected and not RunDir(run_dir).is_finished():
+            continue  # neither asked for nor finished: nothing to train or report
         t0 = time.perf_counter()
         recipe_base = load_config(ROOT / recipe).model.base
         model_base, _ = base_model_dir(recipe_base, overrides)
@@ -229,7 +233,8 @@ def run_sweep(path: Path, only: list[str] | None = None, dry_run: bool = False) 
         _, _, source = load_policy(config, ROOT / "runs" / "cache", progress=False)
         base_eval = evaluate_base(Path(source), config, "eval", config.data.eval_temperature, config.data.eval_top_p)
         base_train = evaluate_base(Path(source), config, "train", config.rollout.temperature, config.rollout.top_p)
-        train(recipe, overrides, run_dir, model_base)
+        if selected:
+            train(recipe, overrides, run_dir, model_base)
         row = summarise(setting, overrides, run_dir, base_eval, base_train)
         rows.append(row)
         write_results(out_dir, rows)
@@ -243,7 +248,9 @@ def run_sweep(path: Path, only: list[str] | None = None, dry_run: bool = False) 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="+", type=Path, help="sweep YAML files (reproduce/sweeps/*.yaml)")
-    parser.add_argument("--only", nargs="*", default=None, help="run only these settings (names as in --dry-run)")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="train only these settings (names as in --dry-run); the table still lists every "
+                             "finished run of the sweep")
     parser.add_argument("--dry-run", action="store_true", help="list the settings and run directories")
     parser.add_argument("--code", type=Path, default=None,
                         help="import fr3e from this directory instead of the working tree (a pinned copy made "

@@ -238,6 +238,17 @@ def evaluate(
     return report
 
 
+def eval_rows(report: dict, step: int = 0) -> list[dict]:
+    """eval.jsonl rows (one per benchmark) from an `evaluate` report: the trainer's and the base rows' shape."""
+    n = int(report["config"]["n"])
+    return [{"step": step, "benchmark": name, "n": n, "avg": m[f"avg@{n}"], "avg_ci": list(m["ci"][f"avg@{n}"]),
+             "pass": {k.split("@")[1]: v for k, v in m.items() if k.startswith("pass@")},
+             "greedy": m.get("greedy"), "num_problems": int(m["num_problems"]),
+             "all_right": m.get("all_right"), "all_wrong": m.get("all_wrong"),
+             "mean_response_tokens": m.get("mean_response_tokens")}
+            for name, m in report["benchmarks"].items()]
+
+
 def format_table(report: dict) -> str:
     """A small text table: one row per benchmark (and the average), mean with its 95% CI."""
     n = report["config"]["n"]

@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from importlib import metadata
@@ -432,14 +431,9 @@ class Clock:
 
 def git_sha(root: str | Path = REPO_ROOT) -> str:
     """HEAD's commit, with "-dirty" when the working tree has changes; "unknown" outside git."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    from fr3e.runlog import git_sha as run_git_sha
+
+    return run_git_sha(root) or "unknown"
 
 
 def package_versions(names: Sequence[str] = ("fr3e", "torch", "transformers", "accelerate", "numpy", "pandas",

@@ -745,15 +745,10 @@ def first_sample(run: RunInfo | str | Path, step: int = -1, with_anchors: bool =
 
 # ============================================================================= base-model evaluation
 def eval_rows(report: dict, step: int = 0) -> list[dict]:
-    """`fr3e.evaluate.evaluate`'s report as eval.jsonl rows (the contract's shape)."""
-    n = int(report["config"]["n"])
-    rows = []
-    for name, m in report["benchmarks"].items():
-        passes = {k.split("@")[1]: v for k, v in m.items() if k.startswith("pass@")}
-        rows.append({"step": step, "benchmark": name, "n": n, "avg": m[f"avg@{n}"],
-                     "avg_ci": list(m["ci"][f"avg@{n}"]), "pass": passes, "greedy": m.get("greedy", math.nan),
-                     "num_problems": int(m["num_problems"])})
-    return rows
+    """`fr3e.evaluate.evaluate`'s report as eval.jsonl rows (the trainer's shape; see fr3e.evaluate.eval_rows)."""
+    from fr3e.evaluate import eval_rows as rows
+
+    return rows(report, step)
 
 
 def base_evals(

@@ -758,7 +758,7 @@ class Trainer:
         gathered, so an evaluation takes 1/world of the time and no process waits in a collective while
         another evaluates alone. Every process returns the same rows; the main process writes them.
         """
-        from fr3e.evaluate import evaluate
+        from fr3e.evaluate import eval_rows, evaluate
 
         cfg = self.config.data
         policy = self.accelerator.unwrap_model(self.model)
@@ -796,7 +796,7 @@ class Trainer:
                 append_jsonl(self.run.metrics_file, row)
                 for e in evals:
                     append_jsonl(self.run.eval_file, e)
-                bar.set_postfix(reward=f"{row['reward_all_mean']:.3f}", entropy=f"{row['entropy']:.3f}")
+                bar.set_postfix(reward=_fmt(row["reward_all_mean"]), entropy=_fmt(row["entropy"]))  # "-": no update
                 bar.update(1)
             if self.step_index % cfg.checkpoint_every == 0 or self.step_index == cfg.steps:
                 self.save_checkpoint()
@@ -824,15 +824,9 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
 
-def eval_rows(report: dict, step: int) -> list[dict]:
-    """eval.jsonl rows (one per benchmark) from a `fr3e.evaluate.evaluate` report."""
-    n = report["config"]["n"]
-    return [{"step": step, "benchmark": name, "n": n, "avg": m[f"avg@{n}"], "avg_ci": m["ci"][f"avg@{n}"],
-             "pass": {k.split("@")[1]: v for k, v in m.items() if k.startswith("pass@")},
-             "greedy": m.get("greedy"), "num_problems": m["num_problems"],
-             "all_right": m.get("all_right"), "all_wrong": m.get("all_wrong"),
-             "mean_response_tokens": m.get("mean_response_tokens")}
-            for name, m in report["benchmarks"].items()]
+def _fmt(value: float) -> str:
+    """A progress-bar number; "-" for a step without one (no update: no entropy)."""
+    return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
 def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool = True,

@@ -1,0 +1,14 @@
+"""Repository-root pytest hook: `pytest --nbval` (or `--nbval-lax`) from the root checks the notebooks too.
+
+The default test paths are `tests/` only (unit and smoke tests); with an nbval flag and no paths given, the
+notebooks are added, so the command users know for "do the notebooks still run" runs them. `make test`
+passes explicit paths and is unchanged.
+"""
+
+import pytest
+
+
+def pytest_configure(config):
+    wants_notebooks = config.getoption("nbval", default=False) or config.getoption("nbval_lax", default=False)
+    if wants_notebooks and config.args_source == pytest.Config.ArgsSource.TESTPATHS:
+        config.args.append("notebooks")

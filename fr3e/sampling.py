@@ -69,3 +69,26 @@ def global_quota(counts: list[list[int]], target: int) -> list[list[int]]:
             left -= take
         quota.append(out)
     return quota
+
+
+def minibatches_by_group(keys: list, parts: int, seed: int) -> list[list[int]]:
+    """Split rollout indices into `parts` mini-batches that never split a group (rollouts with one key).
+
+    keys: (N,) the group key of every rollout (its state). Groups are visited in a seeded random order and
+    each goes to the part with the fewest rollouts so far (ties: the lowest part), so parts stay balanced.
+    Within a whole group the advantages r − mean(r) sum to zero and the tokens its rollouts share (the
+    prefix before they diverge) get no net gradient; a row-level split would push them up or down at
+    random in each optimizer step. returns `parts` sorted index lists (some empty when groups < parts).
+    """
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    groups: dict = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    members = list(groups.values())
+    order = torch.randperm(len(members), generator=torch.Generator().manual_seed(seed)).tolist()
+    out: list[list[int]] = [[] for _ in range(parts)]
+    for g in order:
+        target = min(range(parts), key=lambda p: (len(out[p]), p))
+        out[target].extend(members[g])
+    return [sorted(p) for p in out]

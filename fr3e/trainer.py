@@ -60,6 +60,7 @@ from fr3e.sampling import (
     ALL_WRONG,
     global_quota,
     group_outcomes,
+    minibatches_by_group,
     select_base_trajectories,
     signal_groups,
 )
@@ -534,10 +535,10 @@ class Trainer:
         ent_sum, tok_sum, gap_sum = self._sum(ent_sum), self._sum(tok_sum), self._sum(gap_sum)
         stats["entropy"] = ent_sum / tok_sum if tok_sum else float("nan")
         stats["logprob_gap"] = gap_sum / max(tok_sum, 1)
-        # Mini-batches: a seeded permutation split into `updates_per_batch` parts.
+        # Mini-batches: whole groups (a group's advantages sum to zero, so the tokens its rollouts share get
+        # no net push; split across optimizer steps they would get a random one), seeded order.
         t0 = time.perf_counter()
-        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(self._seed("minibatch")))
-        parts = [order[i:: cfg.updates_per_batch].sort().values.tolist() for i in range(cfg.updates_per_batch)]
+        parts = minibatches_by_group([r.key for r in rollouts], cfg.updates_per_batch, self._seed("minibatch"))
         n_updates = self._max(len(parts))
         for u in range(n_updates):
             part = parts[u] if u < len(parts) else []

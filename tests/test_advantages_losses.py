@@ -150,3 +150,29 @@ def test_invariance_one_state_and_no_modulation_is_grpo_pp():
     a, _ = policy_loss(logp, old, grpo_adv, mask, 0.2, 0.28, 3.0)
     b, _ = policy_loss(logp, old, fr3e_adv, mask, 0.2, 0.28, 3.0)
     assert torch.equal(a, b)
+
+
+def test_minibatches_never_split_a_group():
+    from fr3e.sampling import minibatches_by_group
+
+    # 3 groups of sizes 4, 2, 2 (keys a, b, c) into 2 parts: whichever group comes first fills part 0,
+    # the next goes to the emptier part; every group stays whole and all 8 rollouts are used once.
+    keys = ["a", "a", "b", "a", "c", "b", "a", "c"]
+    parts = minibatches_by_group(keys, 2, seed=0)
+    assert sorted(i for p in parts for i in p) == list(range(8))
+    for p in parts:
+        for k in set(keys):
+            idx = [i for i, x in enumerate(keys) if x == k]
+            assert all(i in p for i in idx) or not any(i in p for i in idx)
+    assert sorted(len(p) for p in parts) == [4, 4]  # balanced: a alone, b + c together
+    # the advantages of every mini-batch sum to zero (group-centred rewards): the shared prefix gets no push
+    rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+    adv = rewards.clone()
+    for k in set(keys):
+        idx = [i for i, x in enumerate(keys) if x == k]
+        adv[idx] = rewards[idx] - rewards[idx].mean()
+    for p in parts:
+        assert float(adv[p].sum()) == pytest.approx(0.0)
+    assert minibatches_by_group(keys, 4, seed=1).count([]) == 1  # 3 groups, 4 parts: one part empty
+    with pytest.raises(ValueError):
+        minibatches_by_group(keys, 0, seed=0)

@@ -112,10 +112,12 @@ def test_unknown_hub_id_fails_offline(fixture_model_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ recipe
-def test_size_overrides_touch_sizes_engine_and_model_only():
+def test_size_overrides_touch_sizes_engine_model_and_data_files_only():
     ov = R.size_overrides(R.QUICK_SIZES)
     keys = {o.split("=", 1)[0] for o in ov}
-    assert keys == {"model.base", "model.dtype", "rollout.engine", "data.prompts_per_step", "data.max_prompt_tokens",
+    files = {k for k in keys if k.startswith("data.local_files.")}
+    assert {k.split(".")[-1] for k in files} == set(R.data_files())  # the 8 fixture datasets
+    assert keys - files == {"model.base", "model.dtype", "rollout.engine", "data.prompts_per_step", "data.max_prompt_tokens",
                     "data.max_response_tokens", "optim.micro_batch_size", "checkpoint_every", "eval_every",
                     "distributed_timeout_s", "data.eval_benchmarks"}
     assert "model.base=fr3e-rehearsal/qwen2-tiny" in ov and "data.eval_benchmarks=[gsm8k,math500]" in ov

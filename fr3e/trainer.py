@@ -48,7 +48,8 @@ from fr3e import anchors as anchors_mod
 from fr3e import entropy as entropy_mod
 from fr3e.advantages import keyed_advantages
 from fr3e.branching import SHARED, State, StateKey, build_states, value_chains
-from fr3e.config import TrainConfig
+from fr3e.checkpoint import RunLock, RunLocked, usable_checkpoints, write_manifest
+from fr3e.config import ConfigError, TrainConfig
 from fr3e.data import encode_prompt
 from fr3e.distributed import make_accelerator
 from fr3e.io import append_jsonl, atomic_write_json
@@ -76,6 +77,10 @@ TIMING_KEYS = ("time_generate", "time_score", "time_forward", "time_backward", "
 
 class TrainingError(RuntimeError):
     """The run cannot continue (non-finite loss or reward, ...); the message names the step and cause."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGTERM / Ctrl-C: the run stopped cleanly at a step boundary with a checkpoint; rerun to resume."""
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -248,6 +253,15 @@ class Trainer:
         self.rank = self.accelerator.process_index
         self.world = self.accelerator.num_processes
         self.run = RunDir(run_dir)
+        self.lock = RunLock(run_dir)  # one training process (group) per run directory
+        refused = ""
+        if self.accelerator.is_main_process:
+            try:
+                self.lock.acquire()
+            except RunLocked as exc:
+                refused = str(exc)
+        if self._sum(1.0 if refused else 0.0):  # every process stops together
+            raise ConfigError(refused or f"run directory {run_dir} is in use by another process (see process 0).")
         if self.accelerator.is_main_process:
             self.run.prepare(config, self.world)
         self.accelerator.wait_for_everyone()
@@ -262,6 +276,7 @@ class Trainer:
         self.train_set = load_train_prompts(config)
         self.stream = PromptStream(len(self.train_set), config.seed)
         self.step_index = 0
+        self._stop_signal = None  # name of a SIGTERM/SIGINT received (stop at the next step boundary)
         self._round = 0  # generation round within the step (refills); part of every sampling seed
         self._coin = None  # (step, RNG) of the coin reward (config.reward == "coin")
         self.wall = 0.0
@@ -713,6 +728,10 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
+        """Write a checkpoint of every process's state: into a temporary directory, then a manifest of
+        checksums (last), then renamed into place. A write that fails (disk full, permission) stops the run
+        with the previous checkpoint intact; a crash mid-write leaves a directory without a valid manifest,
+        which resuming skips."""
         self.accelerator.wait_for_everyone()
         tmp = self.run.checkpoints / f".tmp-step-{self.step_index:06d}"
         if self.accelerator.is_main_process and tmp.exists():
@@ -720,18 +739,34 @@ class Trainer:
 
             shutil.rmtree(tmp)
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(tmp))
-        self.accelerator.wait_for_everyone()  # every process has written its RNG state into tmp
-        if self.accelerator.is_main_process:
-            atomic_write_json(tmp / "trainer_state.json", {
-                "step": self.step_index, "stream_position": self.stream.position, "wall": self.wall,
-                "engine": self.engine.counters.as_dict()})
-            self.run.commit_checkpoint(tmp, self.step_index)
+        try:
+            self.accelerator.save_state(str(tmp))
+            self.accelerator.wait_for_everyone()  # every process has written its RNG state into tmp
+            if self.accelerator.is_main_process:
+                atomic_write_json(tmp / "trainer_state.json", {
+                    "step": self.step_index, "stream_position": self.stream.position, "wall": self.wall,
+                    "engine": self.engine.counters.as_dict()})
+                write_manifest(tmp)
+                self.run.commit_checkpoint(tmp, self.step_index)
+        except OSError as exc:
+            latest = usable_checkpoints(self.run.checkpoints)[0]
+            kept = f"the previous checkpoint ({latest[0].name}) is intact" if latest else "no earlier checkpoint exists"
+            raise TrainingError(f"step {self.step_index}: could not write the checkpoint under {self.run.checkpoints} "
+                                f"({exc.strerror or exc}); {kept}. Free space or fix the permissions, then run the "
+                                "same command to resume.") from exc
         self.accelerator.wait_for_everyone()
 
     def load_checkpoint(self) -> bool:
-        ckpt = self.run.latest_checkpoint()
-        if ckpt is None:
+        """Resume from the newest checkpoint whose manifest verifies (skipping, with a warning, any newer one
+        that is truncated or corrupted); without one, start over with empty logs."""
+        choice = []
+        if self.accelerator.is_main_process:
+            good, skipped = usable_checkpoints(self.run.checkpoints)
+            for line in skipped:
+                logger.warning("skipping checkpoint %s", line)
+            choice = [good[0].name] if good else []
+        choice = self._gather(choice)  # the main process's choice, on every process
+        if not choice:
             # A run killed before its first checkpoint starts over: rows it logged would be written twice.
             if self.accelerator.is_main_process:
                 self.run.truncate_logs(0)
@@ -739,6 +774,7 @@ class Trainer:
             return False
         import json
 
+        ckpt = self.run.checkpoints / choice[0]
         state = json.loads((ckpt / "trainer_state.json").read_text())
         self.accelerator.load_state(str(ckpt))
         self.step_index = state["step"]
@@ -750,6 +786,29 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         logger.info("resumed %s from step %d", self.run.path, self.step_index)
         return True
+
+    # ------------------------------------------------------------------------------ interruption
+    def _install_stop_handlers(self) -> dict:
+        """SIGTERM / SIGINT ask for a stop at the next step boundary (a second Ctrl-C stops at once)."""
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def ask(signum, frame):
+            self._stop_signal = signal.Signals(signum).name
+            signal.signal(signum, previous[signum])  # a second signal acts at once
+            logger.warning("%s received: stopping after this step with a checkpoint", self._stop_signal)
+
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        for sig in previous:
+            signal.signal(sig, ask)
+        return previous
+
+    def _stop_requested(self) -> bool:
+        """Whether any process was asked to stop (every process calls this once per step: a reduction)."""
+        return self._sum(1.0 if self._stop_signal else 0.0) > 0
 
     # ---------------------------------------------------------------------------------- eval
     def evaluate(self) -> list[dict]:
@@ -772,11 +831,21 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- run
     def run_loop(self) -> Path:
-        cfg = self.config
         if self.run.is_finished():
             logger.info("run %s already finished; reusing it", self.run.path)
             return self.run.path
         self.load_checkpoint()
+        previous = self._install_stop_handlers()
+        try:
+            return self._loop()
+        finally:
+            import signal
+
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _loop(self) -> Path:
+        cfg = self.config
         main = self.accelerator.is_main_process
         bar = tqdm(total=cfg.steps, initial=self.step_index, desc=f"{cfg.name}", disable=not (self.progress and main),
                    dynamic_ncols=True)
@@ -799,8 +868,16 @@ class Trainer:
                     append_jsonl(self.run.eval_file, e)
                 bar.set_postfix(reward=_fmt(row["reward_all_mean"]), entropy=_fmt(row["entropy"]))  # "-": no update
                 bar.update(1)
-            if self.step_index % cfg.checkpoint_every == 0 or self.step_index == cfg.steps:
+            saved = self.step_index % cfg.checkpoint_every == 0 or self.step_index == cfg.steps
+            if saved:
                 self.save_checkpoint()
+            if self.step_index < cfg.steps and self._stop_requested():
+                if not saved:
+                    self.save_checkpoint()
+                bar.close()
+                raise TrainingInterrupted(
+                    f"stopped by {self._stop_signal or 'a signal to another process'} after step {self.step_index} "
+                    f"of {cfg.steps}; checkpoint saved in {self.run.checkpoints}. Run the same command to resume.")
         bar.close()
         evals = self.evaluate()  # every process: sharded
         self.save_model()
@@ -841,7 +918,10 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
     trainer = Trainer(config, run_dir, progress=progress, cache_dir=cache_dir)
-    return trainer.run_loop()
+    try:
+        return trainer.run_loop()
+    finally:
+        trainer.lock.release()
 
 
 def _check_same(run_dir: Path, config: TrainConfig) -> None:

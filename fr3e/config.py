@@ -349,9 +349,29 @@ def _dataclass_type(cls, key: str):
     return None
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: where (line, column, 1-based) and what, then the fix."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    what = f"{context}, {what}" if context else what
+    return (f"YAML syntax error at {where}: {what}. Fix that line (each field is 'key: value', nested fields "
+            "indented by the same spaces, no tabs); reproduce/configs/tiny-fr3e.yaml is a working example.")
+
+
+def _yaml_value(text: str) -> Any:
+    """A ``--set`` value parsed as YAML, with a one-line error."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"{text!r} is not valid YAML; quote it or write it as in a recipe (a number, "
+                          "true/false, a word, [a, b] or {a: b}).") from None
+
+
 def _coerce(text: str, current: Any) -> Any:
     """Parse a ``--set`` value with YAML, then check it matches the type of the current value."""
-    value = yaml.safe_load(text)
+    value = _yaml_value(text)
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"expected true/false, got {text!r}")
@@ -378,7 +398,10 @@ def apply_overrides(config: TrainConfig, overrides: list[str] | None) -> TrainCo
             if cls is None:  # inside a mapping field (data.local_files): any key, the value as YAML
                 if i != len(parts) - 1:
                     raise ConfigError(f"override {key}: {'.'.join(parts[:i + 1])} is a value, not a section.")
-                node[part] = yaml.safe_load(text)
+                try:
+                    node[part] = _yaml_value(text)
+                except ConfigError as exc:
+                    raise ConfigError(f"override {key}: {exc}") from None
                 break
             if part not in node:
                 raise _unknown_key(cls, part, ".".join(parts[:i]))
@@ -403,7 +426,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist; see reproduce/configs/ for the recipes.")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc}); pass a YAML recipe such as "
+                          "reproduce/configs/tiny-fr3e.yaml.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of config sections.")
     try:

@@ -275,19 +275,26 @@ def _hub_records(spec: DatasetSpec) -> list[dict[str, Any]]:
     kwargs: dict[str, Any] = {"split": spec.split}
     if spec.data_files:
         kwargs["data_files"] = spec.data_files
+    from fr3e.cli import hub_reachable, hub_unreachable_reason
+
+    online = hub_reachable()  # one short probe; offline, datasets reads its cache at once instead of retrying
     try:
         ds = datasets.load_dataset(spec.hub_id, spec.config, **kwargs)
     except Exception as exc:  # offline, missing, gated, renamed: one clear message for all
-        raise DataError(_fetch_error(spec, exc)) from exc
+        raise DataError(_fetch_error(spec, exc, None if online else hub_unreachable_reason())) from exc
     return list(ds)
 
 
-def _fetch_error(spec: DatasetSpec, exc: BaseException) -> str:
+def _fetch_error(spec: DatasetSpec, exc: BaseException, offline: str | None = None) -> str:
+    """One message for a dataset the hub did not give: `offline` says why the hub was not asked (then the
+    dataset was not in the local cache either), else the library's own error is quoted."""
     what = spec.hub_id + (f" (config {spec.config!r})" if spec.config else "")
     what += f", file {spec.data_files!r}" if spec.data_files else ""
+    why = (f"it is not in the local cache and {offline}" if offline
+           else f"got {type(exc).__name__}: {' '.join(str(exc).split())}")
     return (
-        f"could not load dataset {spec.name!r} from the Hugging Face hub: tried {what}, split {spec.split!r} "
-        f"and got {type(exc).__name__}: {exc}. If this machine is offline or the id moved, download the data "
+        f"could not load dataset {spec.name!r} from the Hugging Face hub: tried {what}, split {spec.split!r}; "
+        f"{why}. If this machine is offline or the id moved, download the data "
         f"elsewhere and pass the file: --data {spec.name}=/path/to/{spec.name}.jsonl (or "
         f"load_benchmark({spec.name!r}, local=...)); .jsonl, .json and .parquet files in the hub dataset's "
         f"format are accepted (problem in {spec.problem_field!r}, answer in {spec.answer_field!r}).")

@@ -13,6 +13,7 @@ Deviations: on the `tiny` profile the benchmarks are the generated splits `easy`
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import math
 import sys
@@ -268,10 +269,41 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="Evaluate a model directory on the tiny benchmarks.")
-    parser.add_argument("--model", required=True, help="model directory (tokenizer beside it)")
-    parser.add_argument("--benchmarks", default=",".join(arithmetic.SPLITS), help="comma-separated splits")
+def check_benchmarks(names: str) -> list[str]:
+    """The comma-separated benchmark names of the command line, each a tiny split or a paper benchmark."""
+    from fr3e import data as paper_data
+    from fr3e.cli import UserError
+
+    known = list(arithmetic.SPLITS) + list(paper_data.BENCHMARKS)
+    out = [b.strip() for b in names.split(",") if b.strip()]
+    if not out:
+        raise UserError(f"--benchmarks is empty; pass comma-separated names from {', '.join(known)}.")
+    for name in out:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"unknown benchmark {name!r}.{hint} The tiny profile has {', '.join(arithmetic.SPLITS)}; "
+                            f"the paper profile {', '.join(paper_data.BENCHMARKS)}.")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; a user error is one line on stderr and status 2 (`fr3e.cli.run_cli`)."""
+    from fr3e.cli import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str]) -> int:
+    from fr3e import cli
+
+    parser = argparse.ArgumentParser(prog="python -m fr3e.evaluate",
+                                     description="Evaluate a model on the tiny or the paper benchmarks.")
+    parser.add_argument("--model", required=True, help=cli.MODEL_HELP)
+    parser.add_argument("--benchmarks", default=",".join(arithmetic.SPLITS),
+                        help="comma-separated tiny splits (easy, medium, hard) or paper benchmarks (gsm8k, ...)")
+    parser.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
+                        help="use a local file for a hub benchmark, e.g. --data gsm8k=/data/gsm8k.jsonl; repeatable")
     parser.add_argument("--n", type=int, default=16, help="samples per problem (paper: 16)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (paper: 1.0)")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus top-p (paper: 0.95)")
@@ -279,19 +311,40 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--num-problems", type=int, default=None, help="problems per benchmark")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--out", default=None, help="write the JSON report here")
+    parser.add_argument("--cache-dir", default="runs/cache", help="where the 'general' / 'math' warm starts are cached")
+    cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
+    for flag, value in (("--n", args.n), ("--max-new-tokens", args.max_new_tokens), ("--num-problems", args.num_problems)):
+        if value is not None and value < 1:
+            raise cli.UserError(f"{flag} {value}: use 1 or more (paper: --n 16; leave --num-problems out for the default).")
+    if args.temperature < 0 or not 0 < args.top_p <= 1:
+        raise cli.UserError(f"--temperature {args.temperature}, --top-p {args.top_p}: use temperature >= 0 and "
+                            "0 < top-p <= 1 (paper: 1.0 and 0.95).")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from fr3e import data as paper_data
+
+    benchmarks = check_benchmarks(args.benchmarks)
+    local = {k: str(v) for k, v in paper_data.parse_data_overrides(args.data).items()}
+    for name, path in local.items():
+        if not Path(path).is_file():
+            raise cli.UserError(f"data file {path} (--data {name}=...) does not exist; pass an existing .jsonl, "
+                                ".json or .parquet file in the hub dataset's format.")
+    if any(b in paper_data.BENCHMARKS and b not in local for b in benchmarks):
+        cli.hub_reachable()  # offline: datasets fail at once, naming --data, instead of retrying
+    if args.out is not None:
+        cli.check_writable(Path(args.out).parent, what="output directory", flag="--out")
+    model = cli.resolve_model(args.model, cache_dir=args.cache_dir)
     if not torch.cuda.is_available():
         from fr3e.tasks.warm_start import training_threads
 
         torch.set_num_threads(training_threads())  # 1 thread on a busy CPU: much faster there (measured)
-    report = evaluate(args.model, benchmarks=args.benchmarks, n=args.n, temperature=args.temperature,
+    report = evaluate(model, benchmarks=benchmarks, n=args.n, temperature=args.temperature,
                       top_p=args.top_p, max_new_tokens=args.max_new_tokens, num_problems=args.num_problems,
-                      seed=args.seed, out=args.out)
+                      seed=args.seed, out=args.out, local_files=local or None)
     sys.stdout.write(format_table(report) + "\n")
     sys.stdout.write(f"({report['seconds']:.1f} s, {report['engine']['generated_tokens']} generated tokens)\n")
-    return report
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,7 +10,8 @@
       model/           the final policy as a Hugging Face model directory (tokenizer beside it)
       DONE             written last: the run finished and is reused as it is
 
-A run directory with a different config refuses to resume and says which fields differ.
+A run directory with a different config refuses to resume and says which fields differ; one whose start
+failed before the first step (config and env only) takes the new config instead.
 """
 
 from __future__ import annotations
@@ -127,8 +128,21 @@ class RunDir:
         return read_jsonl(self.samples_file)
 
     # writers
+    def has_progress(self) -> bool:
+        """True once the run produced something worth keeping: a checkpoint, a metrics row or DONE."""
+        return (self.is_finished() or self.latest_checkpoint() is not None
+                or any(self.checkpoints.glob("step-*")) or bool(self.metrics()))
+
     def prepare(self, config: TrainConfig, world_size: int = 1) -> None:
-        """Create the directory for `config`, or check that an existing one holds the same config."""
+        """Create the directory for `config`, or check that an existing one holds the same config.
+
+        A directory whose start failed before the first step (config.json and env.json only, e.g. the model
+        or the data could not be loaded) is not a run to protect: it takes the new config, so a corrected
+        start (another model.base, a --data file) is not refused as "a different config"."""
+        if self.config_file.exists() and not self.has_progress():
+            old = json.loads(self.config_file.read_text())
+            if diff_configs(old, config.to_dict()):
+                atomic_write_json(self.config_file, config.to_dict())
         if self.config_file.exists():
             old = json.loads(self.config_file.read_text())
             diff = diff_configs(old, config.to_dict())

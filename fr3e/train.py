@@ -13,11 +13,50 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from fr3e.config import ConfigError, TrainConfig, from_dict, load_config
+from fr3e import cli
+from fr3e.cli import TINY_MODELS, UserError
+from fr3e.config import TrainConfig, from_dict, load_config
+
+
+def check_start(config: TrainConfig, cache_dir: str) -> TrainConfig:
+    """What can be checked in seconds before a model loads: the model name, local data files, the hub, the
+    engine's device. Returns `config` with a run directory given as model.base replaced by its model/."""
+    from fr3e.data import BENCHMARKS, TRAIN_MIX
+
+    base = config.model.base
+    if (config.profile == "tiny" and "/" in base and not Path(base).expanduser().exists()
+            and not cli.looks_like_path(base)):  # a hub id
+        raise UserError(f"model.base={base!r}: the tiny profile starts from 'general', 'math', a tiny model "
+                        "directory or a run directory; set one with --set model.base=... (hub ids need a paper "
+                        "recipe, reproduce/configs/table1/).")
+    if config.profile == "paper" and base in TINY_MODELS:
+        raise UserError(f"model.base={base!r} is a tiny-profile model; the paper profile needs a hub id or a model "
+                        "directory (e.g. --set model.base=Qwen/Qwen2.5-7B), or use profile: tiny.")
+    resolved = cli.resolve_model(base, cache_dir=cache_dir, tiny_names=False)
+    for name, path in config.data.local_files.items():
+        if not Path(path).is_file():
+            raise UserError(f"data file {path} (--data {name}=...) does not exist; pass an existing .jsonl, .json or "
+                            ".parquet file in the hub dataset's format.")
+    needed = (list(TRAIN_MIX) if config.data.train == "paper/train" else []) + [
+        b for b in config.data.eval_benchmarks if b in BENCHMARKS]
+    if any(name not in config.data.local_files for name in needed):
+        cli.hub_reachable()  # offline: datasets read their cache at once (or fail naming --data) instead of retrying
+    cli.check_engine(config.rollout.engine)
+    if resolved != base:
+        data = config.to_dict()
+        data["model"]["base"] = resolved
+        config = from_dict(TrainConfig, data)
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; a user error is one line on stderr and status 2 (`fr3e.cli.run_cli`)."""
+    return cli.run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m fr3e.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="YAML recipe, e.g. reproduce/configs/tiny-fr3e.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -27,24 +66,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-dir", default=None, help="run directory (default runs/<name>)")
     parser.add_argument("--cache-dir", default="runs/cache", help="where warm-started tiny base models are cached")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        from fr3e.data import DataError, parse_data_overrides
+    from fr3e.data import parse_data_overrides
 
-        local = {k: str(v) for k, v in parse_data_overrides(args.data).items()}
-        config = load_config(args.config, args.overrides)
-        if local:
-            config = from_dict(TrainConfig, {**config.to_dict(),
-                                             "data": {**config.to_dict()["data"], "local_files": local}})
-    except (ConfigError, DataError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+    local = {k: str(v) for k, v in parse_data_overrides(args.data).items()}
+    config = load_config(args.config, args.overrides)
+    if local:
+        config = from_dict(TrainConfig, {**config.to_dict(),
+                                         "data": {**config.to_dict()["data"], "local_files": local}})
+    config = check_start(config, args.cache_dir)
+    run_dir = cli.check_writable(args.run_dir or Path("runs") / config.name)
     from fr3e.trainer import TrainingError, train
 
     try:
-        path = train(config, args.run_dir, progress=not args.no_progress, cache_dir=args.cache_dir)
-    except (ConfigError, TrainingError) as exc:
+        path = train(config, run_dir, progress=not args.no_progress, cache_dir=args.cache_dir)
+    except TrainingError as exc:  # the run failed (not the command line): status 1, still one line
         sys.stderr.write(f"error: {exc}\n")
         return 1
     sys.stdout.write(f"{path}\n")

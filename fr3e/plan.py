@@ -296,6 +296,15 @@ def _parse_throughput(items: list[str] | None, base: dict[str, float]) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; a user error is one line on stderr and status 2 (`fr3e.cli.run_cli`)."""
+    from fr3e.cli import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    from fr3e.cli import UserError, add_debug_flag
+
     parser = argparse.ArgumentParser(prog="python -m fr3e.plan", description=__doc__.split("\n")[0])
     parser.add_argument("--config-dir", default=None,
                         help="folder of recipes (default: reproduce/configs/table1 of this checkout)")
@@ -306,7 +315,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=None, help="GPU dense bf16 peak in TFLOP/s")
     parser.add_argument("--response-tokens", type=float, default=None, help="mean response tokens, all models")
     parser.add_argument("--refill", type=float, default=None, help="dynamic-sampling extra generation fraction")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.gpus < 1:
+        raise UserError(f"--gpus {args.gpus}: a node has at least 1 GPU (H100 nodes: 8).")
+    if args.mfu is not None and not 0 < args.mfu <= 1:
+        raise UserError(f"--mfu {args.mfu}: a utilisation is a fraction in (0, 1], e.g. --mfu 0.4.")
+    for flag, value in (("--peak-tflops", args.peak_tflops), ("--response-tokens", args.response_tokens)):
+        if value is not None and value <= 0:
+            raise UserError(f"{flag} {value}: use a positive number.")
+    if args.refill is not None and args.refill < 0:
+        raise UserError(f"--refill {args.refill}: an extra generation fraction is >= 0, e.g. --refill 0.3.")
+    for part in (p for item in args.throughput or [] for p in item.split(",")):
+        value = part.partition("=")[2]
+        try:
+            ok = float(value) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UserError(f"--throughput {part!r}: use size=tokens_per_second with a positive number, e.g. "
+                            "--throughput 7b=3363,32b=577.")
 
     a = Assumptions(gpus_per_node=args.gpus)
     a = replace(a, throughput=_parse_throughput(args.throughput, a.throughput))
@@ -322,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     config_dir = Path(args.config_dir) if args.config_dir else DEFAULT_CONFIG_DIR
     if args.config_dir is None and not config_dir.exists():
         config_dir = Path(__file__).resolve().parents[1] / DEFAULT_CONFIG_DIR
+    if not config_dir.is_dir() or not any(config_dir.glob("*.yaml")):
+        raise UserError(f"no *.yaml recipes in {config_dir}; pass --config-dir reproduce/configs/table1 (or a "
+                        "folder of your own recipes).")
     rows = [estimate_run(c, a) for c in load_recipes(config_dir)]
     sys.stdout.write(format_table(rows, a) + "\n")
     return 0

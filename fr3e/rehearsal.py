@@ -905,6 +905,15 @@ def _declared(notebook: Path) -> set[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; a user error is one line on stderr and status 2 (`fr3e.cli.run_cli`)."""
+    from fr3e.cli import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str]) -> int:
+    from fr3e.cli import UserError, add_debug_flag, check_writable
+
     parser = argparse.ArgumentParser(prog="python -m fr3e.rehearsal", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the reduced rehearsal of make test (< 2 min)")
     parser.add_argument("--dir", type=Path, default=None, help="rehearsal directory (default runs/rehearsal[-quick])")
@@ -917,6 +926,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hf-home", type=Path, required=True)
     for name in ("base-evals", "notebook"):
         sub.add_parser(name, help=f"(internal) the {name} step; argument: JSON").add_argument("spec")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     if args.command == "build-fixture":
@@ -926,6 +936,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "notebook":
         return _cmd_notebook(args)
     out_dir = args.dir or (DEFAULT_DIR.parent / ("rehearsal-quick" if args.quick else "rehearsal"))
+    if args.timeout is not None and args.timeout <= 0:
+        raise UserError(f"--timeout {args.timeout}: seconds per step must be positive (default 240, quick 150).")
+    check_writable(out_dir, what="rehearsal directory", flag="--dir")
+    check_writable(args.cache_dir, what="cache directory", flag="--cache-dir")
     if args.fresh and out_dir.exists():
         shutil.rmtree(out_dir)
     timeout = args.timeout or (150.0 if args.quick else 240.0)

@@ -372,6 +372,20 @@ def _duration(seconds: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; a user error is one line on stderr and status 2 (`fr3e.cli.run_cli`)."""
+    from fr3e.cli import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _one_line(message: str) -> str:
+    """ProfileError's bulleted list as one line: 'needs: A; B. Then ...'."""
+    return message.replace(":\n  - ", ": ").replace("\n  - ", "; ").replace("\n", ". ")
+
+
+def _main(argv: Sequence[str]) -> int:
+    from fr3e.cli import UserError, add_debug_flag
+
     parser = argparse.ArgumentParser(prog="python -m fr3e.reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", default=["all"], metavar="ARTEFACT",
                         help=f"all (default) or any of: {', '.join(NOTEBOOKS)}")
@@ -379,16 +393,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="auto: paper when CUDA GPUs are visible, tiny otherwise")
     parser.add_argument("--smoke", action="store_true", help="fast smoke parameters (the notebooks' defaults)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and parameters, run nothing")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         record = reproduce(args.targets, args.profile, args.smoke, args.dry_run)
-    except ProfileError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    except ValueError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+    except ProfileError as exc:  # a GPU-only profile without GPUs (a SystemExit, so select_profile exits alone)
+        raise UserError(_one_line(str(exc.code))) from None
+    except ValueError as exc:  # unknown artefact, --smoke with the paper profile (--debug: both tracebacks)
+        raise UserError(str(exc)) from exc
     if args.dry_run:
         sys.stdout.write(json.dumps(record, indent=1) + "\n")
     return 0

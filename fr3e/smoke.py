@@ -84,11 +84,25 @@ def gpu_smoke(out: str | Path = "runs/gpu-smoke", steps: int = 3, engine: str | 
 
 
 def main(argv=None) -> int:
+    """The command line; a user error is one line on stderr and status 2 (`fr3e.cli.run_cli`)."""
+    from fr3e.cli import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv) -> int:
+    from fr3e.cli import UserError, add_debug_flag, check_engine, check_writable
+
     parser = argparse.ArgumentParser(prog="python -m fr3e.smoke", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="runs/gpu-smoke")
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--out", default="runs/gpu-smoke", help="output directory (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=3, help="training steps (default: %(default)s)")
     parser.add_argument("--engine", choices=("hf", "vllm"), default=None, help="default: vllm if usable, else hf")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        raise UserError(f"--steps {args.steps}: run at least 1 step (default 3).")
+    check_engine(args.engine or "hf", option="--engine", fix="--engine hf")
+    check_writable(args.out, what="output directory", flag="--out")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     sys.stdout.write(json.dumps(gpu_smoke(args.out, args.steps, args.engine), indent=2) + "\n")
     return 0

@@ -17,6 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fr3e import bench  # noqa: E402
+from fr3e.cli import UserError, add_debug_flag, check_writable, resolve_model, run_cli  # noqa: E402
+from fr3e.config import load_config  # noqa: E402
 from fr3e.io import atomic_write_text  # noqa: E402
 
 
@@ -34,6 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-trl", action="store_true", help="do not time TRL's GRPOTrainer")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 0: torch's own choice, one per core)")
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
@@ -101,7 +104,33 @@ def format_table(r: dict) -> str:
 
 
 def main(argv=None) -> int:
+    """The command line; a user error is one line on stderr and status 2 (`fr3e.cli.run_cli`)."""
+    return run_cli(_main, argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """What can be checked before minutes of benchmarking: counts, recipes, the model directory, the output."""
+    for flag in ("steps", "trl_batches", "engine_repeats"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: use 1 or more.")
+    if args.steps < 2:
+        raise UserError(f"--steps {args.steps}: step 1 is dropped as warm-up, so time at least 2 steps (default 5).")
+    if args.threads < 0:
+        raise UserError(f"--threads {args.threads}: use 0 (torch's choice) or a positive count.")
+    for recipe in (args.fr3e_recipe, args.grpo_recipe):
+        load_config(recipe)  # a missing or malformed recipe: ConfigError, one line
+    if args.model_dir is not None:
+        model = Path(resolve_model(args.model_dir, cache_dir=args.cache_dir))
+        if not (model / "tokenizer.json").exists():
+            raise UserError(f"{args.model_dir} is not a tiny model directory (no tokenizer.json); pass one written by "
+                            "fr3e.train (runs/<name>/model) or fr3e.tasks.warm_start, or leave --model-dir out.")
+        args.model_dir = str(model)
+    check_writable(Path(args.out).parent, what="output directory", flag="--out")
+
+
+def _main(argv) -> int:
     args = parse_args(argv)
+    check_args(args)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")

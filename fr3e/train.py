@@ -41,8 +41,14 @@ def check_start(config: TrainConfig, cache_dir: str) -> TrainConfig:
                             ".parquet file in the hub dataset's format.")
     needed = (list(TRAIN_MIX) if config.data.train == "paper/train" else []) + [
         b for b in config.data.eval_benchmarks if b in BENCHMARKS]
-    if any(name not in config.data.local_files for name in needed):
-        cli.hub_reachable()  # offline: datasets read their cache at once (or fail naming --data) instead of retrying
+    if any(name not in config.data.local_files for name in needed) and not cli.hub_reachable():
+        # Offline (the probe switched datasets to its cache): a benchmark that is neither cached nor a --data
+        # file would fail at the first evaluation, hours in; load them now (small: <= 1.3k rows each).
+        from fr3e.data import load_rows
+
+        for name in config.data.eval_benchmarks:
+            if name in BENCHMARKS and name not in config.data.local_files:
+                load_rows(name)  # DataError naming the dataset id and --data NAME=PATH
     cli.check_engine(config.rollout.engine)
     if resolved != base:
         data = config.to_dict()

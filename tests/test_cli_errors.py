@@ -136,6 +136,21 @@ def test_paper_recipe_without_hub_fails_in_seconds_and_leaves_nothing(tmp_path):
     assert not run_dir.exists()
 
 
+def test_paper_benchmark_without_hub_fails_at_start_naming_data_flag(files, tmp_path):
+    """A local model, no hub: a Table 1 benchmark neither cached nor given with --data fails before training."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen2"}')
+    (model / "model.safetensors").write_bytes(b"")  # never loaded: the data check comes first
+    run_dir = tmp_path / "paper-run"
+    proc = run("-m", "fr3e.train", "--config", PAPER, "--run-dir", str(run_dir), "--set", f"model.base={model}",
+               "--set", "rollout.engine=hf", env=offline_env(tmp_path))
+    assert_user_error(proc, "could not load dataset 'aime24'", "HuggingFaceH4/aime_2024",
+                      "not in the local cache and http://127.0.0.1:9 cannot be reached",
+                      "--data aime24=/path/to/aime24.jsonl")
+    assert not run_dir.exists()
+
+
 def test_hub_offline_setting_is_named(tmp_path):
     proc = run("-m", "fr3e.train", "--config", PAPER, "--run-dir", str(tmp_path / "r"),
                env={**offline_env(tmp_path), "HF_HUB_OFFLINE": "1"})

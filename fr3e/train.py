@@ -35,6 +35,9 @@ def check_start(config: TrainConfig, cache_dir: str) -> TrainConfig:
         raise UserError(f"model.base={base!r} is a tiny-profile model; the paper profile needs a hub id or a model "
                         "directory (e.g. --set model.base=Qwen/Qwen2.5-7B), or use profile: tiny.")
     resolved = cli.resolve_model(base, cache_dir=cache_dir, tiny_names=False)
+    if config.profile == "tiny" and resolved not in TINY_MODELS and not (Path(resolved) / "tokenizer.json").exists():
+        raise UserError(f"model.base={base!r} has no tokenizer.json beside the model; the tiny profile needs a "
+                        "directory written by fr3e.train (runs/<name>/model) or the warm start, or 'general' / 'math'.")
     for name, path in config.data.local_files.items():
         if not Path(path).is_file():
             raise UserError(f"data file {path} (--data {name}=...) does not exist; pass an existing .jsonl, .json or "

@@ -111,6 +111,15 @@ def test_train_model_directory_without_weights(files):
                       "has a config.json but no weights", "Download or save it again")
 
 
+def test_train_tiny_model_directory_without_tokenizer(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen3"}')
+    (model / "model.safetensors").write_bytes(b"")
+    assert_user_error(run("-m", "fr3e.train", "--config", TINY, "--set", f"model.base={model}"),
+                      "has no tokenizer.json beside the model", "'general' / 'math'")
+
+
 def test_train_data_file_errors():
     assert_user_error(run("-m", "fr3e.train", "--config", TINY, "--data", "gsm9k=/tmp/x.jsonl"),
                       "unknown dataset 'gsm9k'. Did you mean 'gsm8k'?")

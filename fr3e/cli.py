@@ -75,8 +75,8 @@ def user_message(exc: BaseException) -> str | None:
         return " ".join(str(exc).split())
     if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES)):
         where = exc.filename or "a file"
-        return (f"cannot write {where}: {exc.strerror or 'permission denied'}. Choose a directory you can write "
-                "(--run-dir, --out, --cache-dir) or fix its permissions.")
+        return (f"{exc.strerror or 'permission denied'}: {where}. Choose a directory you can write (--run-dir, "
+                "--out, --cache-dir) or fix its permissions.")
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return f"no space left on the device writing {exc.filename or 'a file'}. Free some space and start again."
     return None

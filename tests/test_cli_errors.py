@@ -6,6 +6,7 @@ at a closed local port and HF_HUB_CACHE at an empty folder, so the cases behave 
 network. None of them trains or evaluates; each takes about 1-4 s (Python, torch and transformers imports).
 """
 
+import errno
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fr3e.cli import UserError, resolve_model
+from fr3e.cli import UserError, resolve_model, run_cli, user_message
 from fr3e.config import ConfigError, load_config
 from fr3e.runlog import RunDir
 
@@ -285,3 +286,31 @@ def test_failed_start_does_not_block_the_next(tmp_path):
     run_dir.metrics_file.write_text('{"step": 1}\n')  # one step done: now the run is protected
     with pytest.raises(ConfigError, match="holds a different config.*model.base"):
         run_dir.prepare(first)
+
+
+def test_run_cli_maps_user_errors_and_keeps_bugs(capsys):
+    def fails(exc):
+        def main(argv):
+            raise exc
+        return main
+
+    assert run_cli(fails(UserError("x is wrong;\n  use y")), []) == 2
+    assert capsys.readouterr().err == "error: x is wrong; use y\n"  # one line, whitespace folded
+    assert run_cli(fails(ConfigError("steps=0: train for at least 1 step.")), []) == 2
+    with pytest.raises(UserError):
+        run_cli(fails(UserError("x")), ["--debug"])
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        run_cli(fails(KeyError("k")), [])
+    assert run_cli(lambda argv: {"report": 1}, []) == 0
+    assert run_cli(lambda argv: 1, []) == 1
+
+
+def test_user_message_of_write_failures():
+    denied = PermissionError(errno.EACCES, "Permission denied", "/data/run/config.json")
+    assert user_message(denied) == ("Permission denied: /data/run/config.json. Choose a directory you can write "
+                                    "(--run-dir, --out, --cache-dir) or fix its permissions.")
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/run/checkpoints/step-000002")
+    assert user_message(full) == ("no space left on the device writing /data/run/checkpoints/step-000002. Free some "
+                                  "space and start again.")
+    assert user_message(OSError(errno.EIO, "I/O error")) is None
+    assert user_message(ValueError("bug")) is None

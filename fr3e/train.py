@@ -25,6 +25,9 @@ def check_start(config: TrainConfig, cache_dir: str) -> TrainConfig:
     engine's device. Returns `config` with a run directory given as model.base replaced by its model/."""
     from fr3e.data import BENCHMARKS, TRAIN_MIX
 
+    if config.data.train not in ("tiny/train", "paper/train"):
+        raise UserError(f"data.train={config.data.train!r}: use 'tiny/train' (embedded task) or 'paper/train' "
+                        "(DeepScaleR + SimpleRL-Zoo, local files with --data).")
     base = config.model.base
     if (config.profile == "tiny" and "/" in base and not Path(base).expanduser().exists()
             and not cli.looks_like_path(base)):  # a hub id

@@ -95,6 +95,7 @@ def test_train_config_is_a_directory():
     ("model.base=Qwen/Qwen2.5-7B", ["the tiny profile starts from 'general', 'math'", "paper recipe"]),
     ("model.base=runs/no-such-run", ["model directory runs/no-such-run does not exist"]),
     ("rollout.engine=vllm", ["rollout.engine=vllm needs", "--set rollout.engine=hf"]),
+    ("data.train=gsm8k", ["data.train='gsm8k': use 'tiny/train' (embedded task) or 'paper/train'"]),
 ])
 def test_train_bad_values_and_unknown_names(override, fragments):
     if override == "rollout.engine=vllm":

@@ -136,3 +136,47 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_resumes(referenc
     assert stopped["step"] == len(read_jsonl(run / "metrics.jsonl")) < 4  # a checkpoint at the stopping step
     assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
     assert_same_run(reference_run, run)
+
+
+KILL_AT = {
+    # where: (module attribute to wrap, call number at which the process SIGKILLs itself)
+    "generation": ("fr3e.engines.hf:HFEngine.generate", 5),  # step 3's first generate call (2 per step)
+    "update": ("fr3e.trainer:policy_loss", 3),  # inside step 3's backward passes
+    "checkpoint write": ("fr3e.trainer:write_manifest", 2),  # step 4's checkpoint: files written, no manifest
+}
+
+KILLER = """
+import importlib, os, signal, sys
+target, count = sys.argv[1], int(sys.argv[2])
+module_name, attr = target.split(":")
+module = importlib.import_module(module_name)
+owner, name = (getattr(module, attr.split(".")[0]), attr.split(".")[1]) if "." in attr else (module, attr)
+real = getattr(owner, name)
+calls = [0]
+def wrapped(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == count:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+setattr(owner, name, wrapped)
+from fr3e.train import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", list(KILL_AT))
+def test_kill_9_anywhere_then_resume_matches_the_uninterrupted_run(where, reference_run, tmp_path):
+    run = tmp_path / "killed"
+    args = ["--config", str(ROOT / "reproduce/configs/tiny-fr3e.yaml"), "--run-dir", str(run), "--cache-dir",
+            str(CACHE), "--no-progress"] + sum((["--set", s] for s in SMALL), [])
+    target, count = KILL_AT[where]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    killed = subprocess.run([sys.executable, "-c", KILLER, target, str(count), *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (run / "DONE").exists()
+    resumed = subprocess.run([sys.executable, "-m", "fr3e.train", *args], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_run(reference_run, run)

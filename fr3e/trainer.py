@@ -143,18 +143,18 @@ def load_policy(config: TrainConfig, cache_dir: str | Path = "runs/cache", progr
     """(model, tokenizer, model_source) for the config's profile."""
     from transformers import AutoModelForCausalLM
 
+    from fr3e.cli import resolve_model  # the names every command accepts
+
     dtype = getattr(torch, config.model.dtype)
     if config.profile == "tiny":
         from fr3e.tasks.tokenizer import load_tokenizer
-        from fr3e.tasks.warm_start import warm_start
 
-        base = config.model.base
-        source = Path(base) if Path(base).is_dir() else warm_start(base, cache_dir=cache_dir, progress=progress)
+        source = Path(resolve_model(config.model.base, cache_dir=cache_dir, progress=progress))
         tokenizer = load_tokenizer(source)
     else:
         from transformers import AutoTokenizer
 
-        source = config.model.base
+        source = resolve_model(config.model.base, tiny_names=False)
         tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype)
     if config.model.gradient_checkpointing:
@@ -262,9 +262,6 @@ class Trainer:
                 refused = str(exc)
         if self._sum(1.0 if refused else 0.0):  # every process stops together
             raise ConfigError(refused or f"run directory {run_dir} is in use by another process (see process 0).")
-        if self.accelerator.is_main_process:
-            self.run.prepare(config, self.world)
-        self.accelerator.wait_for_everyone()
         torch.manual_seed(config.seed)
         model, self.tokenizer, self.model_source = load_policy(config, cache_dir, progress)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr,
@@ -274,6 +271,10 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.engine = self._build_engine()
         self.train_set = load_train_prompts(config)
+        # The run directory is written only once the model and data loaded: a failed start leaves nothing.
+        if self.accelerator.is_main_process:
+            self.run.prepare(config, self.world)
+        self.accelerator.wait_for_everyone()
         self.stream = PromptStream(len(self.train_set), config.seed)
         self.step_index = 0
         self._stop_signal = None  # name of a SIGTERM/SIGINT received (stop at the next step boundary)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from fr3e.rewards import batch_rewards, extract_boxed, reward, verify
+from fr3e.rewards import _costly, batch_rewards, extract_boxed, join_thousands, reward, verify
 
 FAST = 2.0  # seconds: every pathological case must finish well within this
 
@@ -60,10 +60,67 @@ def test_extract_boxed(text, expected):
         ("x^2", "x^{2}", True),
         ("", "1", False),
         ("1", "", False),
+        ("x^2+2024", "2024+x^2", True),  # ^ next to a 4-digit number is not costly: sympy compares them
+        ("4\\,023", "4023", True),  # thin-space thousands separator (latex2sympy alone: 4 + 023 = 27)
+        ("4023", "4{,}023", True),
+        ("1,000,000", "1000000", True),  # integer fast path reads comma groups
+        ("1,000,001", "1000000", False),
+        ("4^{1012}", "2^{2024}", True),  # 610-digit powers are cheap for sympy
+        ("\u0664\u0662", "42", False),  # only ASCII digits take the integer fast path
     ],
 )
 def test_verify(pred, gold, expected):
     assert timed(verify, pred, gold) is expected
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("4\\,023", "4023"),
+        ("1\\,000\\,000", "1000000"),
+        ("4{,}023", "4023"),
+        ("4~023", "4023"),
+        ("1 000 000", "1000000"),
+        ("4\\,023.5", "4023.5"),
+        ("x = 12\\,345", "x = 12345"),
+        ("12\\,34", "12\\,34"),  # second group is not three digits
+        ("1234\\,567", "1234\\,567"),  # first group longer than three
+        ("0.123\\,456", "0.123\\,456"),  # decimals: left alone
+        ("1,000", "1,000"),  # commas are math-verify's
+        ("2 \\frac{1}{2}", "2 \\frac{1}{2}"),
+    ],
+)
+def test_join_thousands(answer, expected):
+    assert join_thousands(answer) == expected
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        # cheap: every power / factorial stays under MAX_RESULT_DIGITS = 10,000 digits
+        ("x^2+2024", False),
+        ("2^{2024}", False),  # 2024 * log10(2) = 609.3 digits
+        ("10^{9999}", False),  # 10,000 digits: at the limit
+        ("100!", False),  # < 100^100: 200 digits
+        ("(2n+1)!", False),  # symbolic
+        ("e^{-x^2}", False),
+        ("x^{y^{z}}", False),  # letters stay symbolic
+        ("\\binom{10}{3}", False),
+        ("2^{2^{2^2}}", False),  # 2^16 = 65536
+        # costly
+        ("2^{99999}", True),  # 30,103 digits
+        ("2^{2^{2^{2^2}}}", True),  # 2^65536: 19,729 digits
+        ("9^{9^9}", True),  # exponent 387,420,489
+        ("(10!)!", True),
+        ("5000!", True),  # < 5000^5000: 18,495 digits
+        ("10**99999999", True),
+        ("\\binom{10^{6}}{500000}", True),  # <= 2^(10^6)
+        ("\\prod_{i=1}^{999999} i", True),  # the bound 999,999 raises a command (counted as 10) to it
+        ("2^{0 \\cdot x + 9^9}", True),  # x * 0 vanishes, 9^9 remains
+    ],
+)
+def test_costly(answer, expected):
+    assert _costly(answer) is expected
 
 
 def test_reward_pathological_outputs_never_raise_or_hang():

@@ -22,6 +22,12 @@ else 0). Deviations and guards, each with its reason:
   we pass `parsing_timeout=None` / `timeout_seconds=None` and interrupt it ourselves: a timer thread
   raises `_Deadline` in the checking thread (`PyThreadState_SetAsyncExc`, delivered between bytecodes,
   exactly where a signal handler would run). Any exception inside math-verify scores 0.
+
+Known limits: equal values that trip the cost guard score 0 unless their texts match (`9^{9^9}` vs
+`9^{387420489}`); digit groups after a decimal point are not joined (`3.141\\,592`); an answer that needs
+longer than the deadline scores 0, so a very slow but correct answer depends on the machine's speed (the
+corpus in tests/fixtures/pathological lists which entries reach it); like math-verify's signal.alarm, the
+interruption can stop sympy or the LaTeX parser halfway through filling one of their caches.
 """
 
 from __future__ import annotations

@@ -282,7 +282,7 @@ def _unknown_key(cls, key: str, where: str) -> ConfigError:
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     loc = f"{where}." if where else ""
-    return ConfigError(f"unknown config key {loc}{key!r}.{hint} Valid keys here: {', '.join(valid)}.")
+    return ConfigError(f"unknown config key '{loc}{key}'.{hint} Valid keys here: {', '.join(valid)}.")
 
 
 def from_dict(cls, data: dict | None, where: str = ""):

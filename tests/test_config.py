@@ -52,7 +52,7 @@ def test_yaml_round_trip_and_unknown_key(tmp_path):
     save_config(cfg, path)
     assert load_config(path) == cfg
     path.write_text(yaml.safe_dump({"fr3e": {"num_anchor": 3}}))
-    with pytest.raises(ConfigError, match=r"fr3e\.'num_anchor'.*Did you mean 'num_anchors'.*Valid keys"):
+    with pytest.raises(ConfigError, match=r"'fr3e\.num_anchor'.*Did you mean 'num_anchors'.*Valid keys"):
         load_config(path)
     path.write_text(yaml.safe_dump({"optimm": {}}))
     with pytest.raises(ConfigError, match="Did you mean 'optim'"):

@@ -119,7 +119,8 @@ def test_a_failed_checkpoint_write_stops_cleanly_and_keeps_the_previous(tmp_path
 
 
 @pytest.mark.slow
-def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_resumes(reference_run, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_and_resumes(sig, reference_run, tmp_path):
     run = tmp_path / "term"
     cmd = [sys.executable, "-m", "fr3e.train", "--config", str(ROOT / "reproduce/configs/tiny-fr3e.yaml"),
            "--run-dir", str(run), "--cache-dir", str(CACHE), "--no-progress"] + sum((["--set", s] for s in SMALL), [])
@@ -129,9 +130,10 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_resumes(referenc
     while time.time() < deadline and proc.poll() is None and len(read_jsonl(run / "metrics.jsonl")) < 1:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before the signal"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode != 0 and "stopped by SIGTERM after step" in err and "Run the same command" in err
+    assert proc.returncode != 0 and f"stopped by {sig.name} after step" in err and "Run the same command" in err
+    assert "Traceback" not in err
     stopped = json.loads(next(iter(sorted((run / "checkpoints").glob("step-*/trainer_state.json")))).read_text())
     assert stopped["step"] == len(read_jsonl(run / "metrics.jsonl")) < 4  # a checkpoint at the stopping step
     assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0

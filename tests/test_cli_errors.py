@@ -93,7 +93,7 @@ def test_train_config_is_a_directory():
     ("optim.lr=[", ["override optim.lr: '[' is not valid YAML"]),
     ("model.base=genral", ["unknown model 'genral'. Did you mean 'general'?", "a run directory (its model/)"]),
     ("model.base=Qwen/Qwen2.5-7B", ["the tiny profile starts from 'general', 'math'", "paper recipe"]),
-    ("model.base=runs/no-such-run", ["model directory runs/no-such-run does not exist"]),
+    ("model.base=./runs/no-such-run", ["model directory runs/no-such-run does not exist"]),
     ("rollout.engine=vllm", ["rollout.engine=vllm needs", "--set rollout.engine=hf"]),
     ("data.train=gsm8k", ["data.train='gsm8k': use 'tiny/train' (embedded task) or 'paper/train'"]),
 ])

@@ -61,9 +61,29 @@ def test_a_second_process_on_a_run_directory_is_refused(tmp_path):
 # ------------------------------------------------------------------------------------- through the trainer
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
+    """The uninterrupted run, with 1 torch thread like the subprocesses below (CPU float sums depend on the
+    thread count, so runs are compared at equal threads)."""
+    import torch
+
     out = tmp_path_factory.mktemp("ref") / "run"
-    train(small_config(), out, progress=False, cache_dir=CACHE)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(small_config(), out, progress=False, cache_dir=CACHE)
+    finally:
+        torch.set_num_threads(threads)
     return out
+
+
+def one_thread(fn, *args, **kwargs):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow
@@ -86,7 +106,7 @@ def test_corrupted_latest_checkpoint_resumes_from_the_previous_one(reference_run
     weights = next((run / "checkpoints" / "step-000004").glob("model*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-100])  # truncated
     with caplog.at_level("WARNING"):
-        train(small_config(), run, progress=False, cache_dir=CACHE)
+        one_thread(train, small_config(), run, progress=False, cache_dir=CACHE)
     assert any("skipping checkpoint step-000004" in r.getMessage() for r in caplog.records)
     assert_same_run(reference_run, run)
 
@@ -136,7 +156,7 @@ def test_sigterm_or_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_and_resume
     assert "Traceback" not in err
     stopped = json.loads(next(iter(sorted((run / "checkpoints").glob("step-*/trainer_state.json")))).read_text())
     assert stopped["step"] == len(read_jsonl(run / "metrics.jsonl")) < 4  # a checkpoint at the stopping step
-    assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1")).returncode == 0
     assert_same_run(reference_run, run)
 
 

@@ -369,12 +369,12 @@ text = "Line one\n\nLine two: $x^2$ \\boxed{13}\n"
 ids = tok(text)["input_ids"]
 chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
 gen = model.generation_config.eos_token_id
-print(json.dumps({
+sys.stdout.write(json.dumps({
     "resolved": model.name_or_path, "tokenizer_class": type(tok).__name__, "model_class": type(model).__name__,
     "model_type": model.config.model_type, "parameters": sum(p.numel() for p in model.parameters()),
     "round_trip": tok.decode(ids) == text, "eos_token": tok.eos_token, "eos_token_id": tok.eos_token_id,
     "im_end_id": tok.convert_tokens_to_ids("<|im_end|>"),
-    "generation_eos": gen if isinstance(gen, list) else [gen], "chat": chat}))
+    "generation_eos": gen if isinstance(gen, list) else [gen], "chat": chat}) + "\n")
 """
 
 

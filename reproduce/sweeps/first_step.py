@@ -27,6 +27,21 @@ from pathlib import Path
 import torch
 
 
+def load_warm_start(model_dir: str | None, train: bool = False):
+    """(path, tokenizer, model) of a warm-start directory (default: the cached `general`), 1 torch thread,
+    seed 0: the common start of every diagnostic in this folder."""
+    from transformers import AutoModelForCausalLM
+
+    from fr3e.tasks.tokenizer import load_tokenizer
+    from fr3e.tasks.warm_start import warm_start
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    path = Path(model_dir) if model_dir else warm_start("general", progress=False)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return path, load_tokenizer(path), model.train(train)
+
+
 def rollouts(engine, tok, problems, n, seed):
     from fr3e.rewards import reward
 
@@ -84,19 +99,11 @@ def main(argv=None) -> int:
     parser.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 1e-4, 3e-4, 1e-3])
     parser.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    from transformers import AutoModelForCausalLM
-
     from fr3e.engines.hf import HFEngine
     from fr3e.losses import policy_loss
     from fr3e.tasks.arithmetic import make_split
-    from fr3e.tasks.tokenizer import load_tokenizer
-    from fr3e.tasks.warm_start import warm_start
 
-    path = Path(args.model) if args.model else warm_start("general", progress=False)
-    tok = load_tokenizer(path)
-    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    path, tok, base = load_warm_start(args.model)
     train = make_split("train", 4096, seed=0)
     engine = HFEngine(base, tok, batch_size=256)
     rows, rewards, starts = rollouts(engine, tok, [train[i] for i in range(8)], 8, seed=1)

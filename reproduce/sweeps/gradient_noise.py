@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from first_step import batch, logprobs, rollouts  # noqa: E402
+from first_step import batch, load_warm_start, logprobs, rollouts  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -26,19 +26,12 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None, help="warm-start directory (default: the cached `general`)")
     parser.add_argument("--batches", type=int, default=4, help="independent batches per loss")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    from transformers import AutoModelForCausalLM
-
     from fr3e.engines.hf import HFEngine
     from fr3e.losses import policy_loss
     from fr3e.tasks.arithmetic import make_split
-    from fr3e.tasks.tokenizer import load_tokenizer
-    from fr3e.tasks.warm_start import collate, completion_loss, encode_example, warm_start
+    from fr3e.tasks.warm_start import collate, completion_loss, encode_example
 
-    path = Path(args.model) if args.model else warm_start("general", progress=False)
-    tok = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).train()
+    path, tok, model = load_warm_start(args.model, train=True)
     train = make_split("train", 4096, seed=0)
     engine = HFEngine(model, tok)
 

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from first_step import load_warm_start  # noqa: E402
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -29,19 +32,12 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--out", type=Path, default=None, help="write the evaluation report (JSON) here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    from transformers import AutoModelForCausalLM
-
     from fr3e.evaluate import evaluate
+    from fr3e.seeds import derive_seed
     from fr3e.tasks import arithmetic
-    from fr3e.tasks.tokenizer import load_tokenizer
-    from fr3e.tasks.warm_start import collate, completion_loss, encode_example, warm_start
-    from fr3e.trainer import derive_seed
+    from fr3e.tasks.warm_start import collate, completion_loss, encode_example
 
-    path = Path(args.model) if args.model else warm_start("general", progress=False)
-    tok = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).train()
+    path, tok, model = load_warm_start(args.model, train=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / args.warmup) if args.warmup else 1.0)
     stream = arithmetic.iter_problems("train", seed=1)  # not the warm start's own stream (seed 0)

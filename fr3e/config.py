@@ -79,6 +79,17 @@ class FR3EConfig:
 
     def __post_init__(self) -> None:
         _check(self.num_anchors >= 1, f"fr3e.num_anchors={self.num_anchors}: FR3E needs K >= 1 anchors "
+    adaptive_budget: bool = _help(
+        "Sample continuations per state in rounds, stop a state early once its outcome is settled and give the "
+        "saved budget to unsettled states of the same step, never more than states × M in all (fr3e.budget; "
+        "issue 12 §3, not in the paper). Our choice: False, every state gets exactly M (paper).", False)
+    adaptive_round: int = _help(
+        "Adaptive budget: continuations per state per round; a state whose first adaptive_round rewards are "
+        "all equal is settled. Our choice: 4 (all-equal at 4 leaves a Wilson 95% interval of width 0.49).", 4)
+    adaptive_width: float = _help(
+        "Adaptive budget: a state is also settled once the Wilson 95% interval of its success rate is narrower "
+        "than this. Our choice: 0.0 (rule off; for reference, a value of 0.5 after 16 continuations has width "
+        "0.44, after 32 width 0.33). A state never takes more than 2·M (fr3e.budget.CAP_FACTOR).", 0.0)
                "(use method: grpo_pp for no branching).")
         _check(self.continuations_per_state >= 2, f"fr3e.continuations_per_state={self.continuations_per_state}: "
                "a state value and a group advantage need M >= 2 continuations; set 2 or more (paper code: 16).")
@@ -94,6 +105,14 @@ class FR3EConfig:
 
 
 @dataclass
+        _check(self.adaptive_round >= 2, f"fr3e.adaptive_round={self.adaptive_round}: a state is settled when its "
+               "first adaptive_round rewards agree, which needs 2 or more (our default: 4).")
+        _check(0.0 <= self.adaptive_width < 1.0, f"fr3e.adaptive_width={self.adaptive_width}: use 0.0 (off) or a "
+               "Wilson interval width in (0, 1).")
+        _check(not self.adaptive_budget or self.adaptive_round <= self.continuations_per_state,
+               f"fr3e.adaptive_round={self.adaptive_round} exceeds fr3e.continuations_per_state="
+               f"{self.continuations_per_state}: the first round must fit the budget of M per state; set "
+               "adaptive_round <= M.")
 class GRPOConfig:
     """GRPO++ = GRPO + dynamic sampling (rejection of zero-signal groups) + Clip-Higher (in OptimConfig)."""
 

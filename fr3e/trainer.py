@@ -665,6 +665,17 @@ class Trainer:
         tok = stats.get("tokens", 0.0)
         gen_tokens = self.engine.counters.generated_tokens - engine_before[0]
         prefill = self.engine.counters.prompt_tokens - engine_before[1]
+        # Prefill computed vs served from a prefix cache (issue 12 §1): the engine counters are cumulative and the
+        # evaluation between steps uses the same engine, so the step's share is the change since the previous
+        # row, known only when no evaluation ran in between (its prompt tokens would show): else left unknown.
+        c = self.engine.counters
+        now = (c.prompt_tokens, c.cached_prefix_tokens, c.extra.get("prefill_computed_tokens"))
+        mark = getattr(self, "_prefill_mark", (0, 0, 0) if engine_before[1] == 0 else None)
+        self._prefill_mark = now
+        known = mark is not None and now[0] - mark[0] == prefill
+        computed = (now[2] - (mark[2] or 0) if now[2] is not None else prefill - (now[1] - mark[1])) if known else 0
+        prefill_unknown = self._sum(0.0 if known else 1.0) > 0
+        computed = None if prefill_unknown else int(self._sum(computed))
         full_lengths = [len(r.prefix_ids) - r.prompt_len + len(r.completion_ids) for r in rollouts]
         row = {
             "step": self.step_index,
@@ -698,6 +709,8 @@ class Trainer:
             "loss": stats.get("loss", 0.0), "grad_norm": stats.get("grad_norm", 0.0),
             "logprob_gap": stats.get("logprob_gap", 0.0),
             "gen_tokens": int(self._sum(gen_tokens)), "prefill_tokens": int(self._sum(prefill)),
+            "prefill_computed_tokens": computed,
+            "prefill_cached_tokens": None if computed is None else int(self._sum(prefill)) - computed,
             "trained_tokens": int(tok),  # the mini-batches partition the batch: each token trains once
             "lr": self.scheduler.get_last_lr()[0],
             **{k: timer[k] for k in ("time_generate", "time_score", "time_forward", "time_backward")},

@@ -420,7 +420,8 @@ class Trainer:
         return out
 
     def _explore(self, prompts: list[PromptItem], timer: dict) -> list[PromptWork]:
-        """States → M continuations each → rewards → V, α, A (before any filtering)."""
+        """States → M continuations each (or an adaptive number, `fr3e.adaptive_budget`) → rewards → V, α, A
+        (before any filtering)."""
         cfg = self.config
         if cfg.method == "fr3e":
             planned = self._first_return(prompts, timer)
@@ -429,22 +430,18 @@ class Trainer:
             planned = [(p, build_states(p.prompt_id, p.ids, []), {}) for p in prompts]
             m, budget = cfg.grpo.rollouts_per_prompt, cfg.data.max_response_tokens
         states = [s for _, sts, _ in planned for s in sts]
-        t0 = time.perf_counter()
-        # Called even with no state: an engine call may be a collective (vLLM tensor parallelism).
-        conts = self._sample([s.prefix_ids for s in states], m, budget, "explore")
-        timer["time_generate"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
         answers = {p.prompt_id: p.answer for p, _, _ in planned}
-        by_key = {}
-        for s, comps in zip(states, conts):
-            rolls = []
-            for c in comps:
-                prefix_resp = s.prefix_ids[s.prompt_len:]
-                scored = prefix_resp + c.token_ids if cfg.fr3e.score_prefix else c.token_ids
-                r = self._reward(self._decode(scored), answers[s.key.prompt_id])
-                rolls.append(Rollout(s.key, s.prefix_ids, s.prompt_len, c.token_ids, c.logprobs, r))
-            by_key[s.key] = rolls
-        timer["time_score"] += time.perf_counter() - t0
+        if cfg.method == "fr3e" and cfg.fr3e.adaptive_budget:
+            by_key = self._explore_adaptive(states, answers, budget, timer)
+        else:
+            t0 = time.perf_counter()
+            # Called even with no state: an engine call may be a collective (vLLM tensor parallelism).
+            conts = self._sample([s.prefix_ids for s in states], m, budget, "explore")
+            timer["time_generate"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            by_key = {s.key: self._score_continuations(s, comps, answers[s.key.prompt_id])
+                      for s, comps in zip(states, conts)}
+            timer["time_score"] += time.perf_counter() - t0
         works = []
         for p, sts, info in planned:
             rewards = {s.key: [r.reward for r in by_key[s.key]] for s in sts}
@@ -458,6 +455,69 @@ class Trainer:
                 r.advantage = a
             works.append(PromptWork(p, sts, rewards, rolls, info, values, alpha))
         return works
+
+    def _score_continuations(self, state: State, comps, answer: str) -> list[Rollout]:
+        """Rollouts of one state's continuations, each scored on prefix ⊕ continuation (fr3e.score_prefix)."""
+        rolls = []
+        for c in comps:
+            prefix_resp = state.prefix_ids[state.prompt_len:]
+            scored = prefix_resp + c.token_ids if self.config.fr3e.score_prefix else c.token_ids
+            r = self._reward(self._decode(scored), answer)
+            rolls.append(Rollout(state.key, state.prefix_ids, state.prompt_len, c.token_ids, c.logprobs, r))
+        return rolls
+
+    def _explore_adaptive(self, states: list[State], answers: dict, max_new: int, timer: dict) -> dict:
+        """Continuations in rounds under the adaptive budget (issue 12 §3, `fr3e.budget.next_round`).
+
+        The pool is this call's states × M; each round asks the rule how many more each state gets, samples
+        them (one engine call per distinct count, seeded by (step, process, generation round, adaptive round,
+        count)), scores them and repeats until the rule gives nothing. Every process runs the same rounds and
+        calls (an engine call may be a collective), sampling nothing for counts it does not need.
+        returns state key -> rollouts in sampling order (between R and CAP_FACTOR·M of them).
+        """
+        from fr3e import budget as budget_mod
+
+        fc = self.config.fr3e
+        m = fc.continuations_per_state
+        total, cap = len(states) * m, budget_mod.CAP_FACTOR * m
+        rolls: list[list[Rollout]] = [[] for _ in states]
+        adaptive_round = 0
+        while True:
+            give = budget_mod.next_round([[r.reward for r in ro] for ro in rolls], total, fc.adaptive_round, cap,
+                                         fc.adaptive_width)
+            if self._max(int(any(give))) == 0:
+                break
+            for count in sorted(set(self._gather(sorted({g for g in give if g > 0})))):
+                idx = [j for j, g in enumerate(give) if g == count]
+                t0 = time.perf_counter()
+                cfg = self.config.rollout
+                conts = self.engine.generate([states[j].prefix_ids for j in idx], n=count, max_new_tokens=max_new,
+                                             temperature=cfg.temperature, top_p=cfg.top_p,
+                                             seed=self._seed("explore", self._round, "adaptive", adaptive_round, count))
+                timer["time_generate"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                for j, comps in zip(idx, conts):
+                    rolls[j].extend(self._score_continuations(states[j], comps, answers[states[j].key.prompt_id]))
+                timer["time_score"] += time.perf_counter() - t0
+            adaptive_round += 1
+        counts = [len(ro) for ro in rolls]
+        settled = budget_mod.settled_states([[r.reward for r in ro] for ro in rolls], fc.adaptive_round,
+                                            fc.adaptive_width)
+        timer["adaptive_continuations"] += sum(counts)
+        timer["adaptive_budget"] += total
+        timer["adaptive_settled_early"] += sum(1 for d, c in zip(settled, counts) if d and c < m)
+        timer["adaptive_rounds"] = max(timer["adaptive_rounds"], adaptive_round)
+        return {s.key: ro for s, ro in zip(states, rolls)}
+
+    def _adaptive_metrics(self, timer: dict) -> dict:
+        """The adaptive budget's cost in the step (all generation rounds, all processes); {} when it is off."""
+        if not (self.config.method == "fr3e" and self.config.fr3e.adaptive_budget):
+            return {}
+        made, pool = int(self._sum(timer["adaptive_continuations"])), int(self._sum(timer["adaptive_budget"]))
+        return {"continuations_generated": made, "continuations_budget": pool,
+                "states_settled_early": int(self._sum(timer["adaptive_settled_early"])),
+                "continuations_saved_frac": 1.0 - made / pool if pool else 0.0,
+                "adaptive_rounds": int(self._max(int(timer["adaptive_rounds"])))}
 
     def _collect(self, timer: dict) -> tuple[list[PromptWork], list[PromptWork], int]:
         """Generation rounds until the batch target of signal-carrying prompts is met or the cap hit.
@@ -480,7 +540,7 @@ class Trainer:
             kept_round = []
             for w in works:
                 if cfg.grpo.dynamic_sampling:
-                    signal = signal_groups(torch.tensor([w.rewards[s.key] for s in w.states]))
+                    signal = torch.cat([signal_groups(torch.tensor([w.rewards[s.key]])) for s in w.states])  # adaptive: ragged
                     live = {s.key for s, ok in zip(w.states, signal.tolist()) if ok}
                     w.rollouts = [r for r in w.rollouts if r.key in live]
                 if w.rollouts:
@@ -647,7 +707,7 @@ class Trainer:
     def _metrics_row(self, all_works, kept, rollouts, rounds, stats, timer, engine_before) -> dict:
         cfg = self.config
         state_rewards = [w.rewards[s.key] for w in all_works for s in w.states]
-        outcomes = group_outcomes(torch.tensor(state_rewards)) if state_rewards else []
+        outcomes = [o for r in state_rewards for o in group_outcomes(torch.tensor([r]))]  # groups may be ragged (adaptive)
         s0_outcomes = [o for o, (w, s) in zip(outcomes, [(w, s) for w in all_works for s in w.states])
                        if s.key.trajectory_id == SHARED]
         # Distributions are gathered from every process (small lists), so Figs. 3 and 5 see the whole batch.
@@ -715,6 +775,7 @@ class Trainer:
             "lr": self.scheduler.get_last_lr()[0],
             **{k: timer[k] for k in ("time_generate", "time_score", "time_forward", "time_backward")},
         }
+        row.update(self._adaptive_metrics(timer))  # only with fr3e.adaptive_budget on
         return row
 
     # --------------------------------------------------------------------------------- samples

@@ -29,6 +29,9 @@ METHODS = ("fr3e", "grpo_pp")
 ENGINES = ("hf", "vllm")
 PROFILES = ("tiny", "paper")
 REWARDS = ("verifier", "coin")
+REPORT_TARGETS = ("tensorboard", "wandb")
+NOT_RUN_IDENTITY = ("report_to",)
+"""Top-level fields that change where a run is shown, not what it trains: a resume or a reuse ignores them."""
 
 
 class ConfigError(ValueError):
@@ -76,9 +79,6 @@ class FR3EConfig:
     score_prefix: bool = _help(
         "Reward scores prefix ⊕ continuation. Our choice: True (authors score the continuation only, so an "
         "answer already in the prefix scores 0).", True)
-
-    def __post_init__(self) -> None:
-        _check(self.num_anchors >= 1, f"fr3e.num_anchors={self.num_anchors}: FR3E needs K >= 1 anchors "
     adaptive_budget: bool = _help(
         "Sample continuations per state in rounds, stop a state early once its outcome is settled and give the "
         "saved budget to unsettled states of the same step, never more than states × M in all (fr3e.budget; "
@@ -90,6 +90,9 @@ class FR3EConfig:
         "Adaptive budget: a state is also settled once the Wilson 95% interval of its success rate is narrower "
         "than this. Our choice: 0.0 (rule off; for reference, a value of 0.5 after 16 continuations has width "
         "0.44, after 32 width 0.33). A state never takes more than 2·M (fr3e.budget.CAP_FACTOR).", 0.0)
+
+    def __post_init__(self) -> None:
+        _check(self.num_anchors >= 1, f"fr3e.num_anchors={self.num_anchors}: FR3E needs K >= 1 anchors "
                "(use method: grpo_pp for no branching).")
         _check(self.continuations_per_state >= 2, f"fr3e.continuations_per_state={self.continuations_per_state}: "
                "a state value and a group advantage need M >= 2 continuations; set 2 or more (paper code: 16).")
@@ -102,9 +105,6 @@ class FR3EConfig:
                "trajectory per prompt (authors: 1 and 1).")
         _check(self.min_anchor_gap >= 0, f"fr3e.min_anchor_gap={self.min_anchor_gap}: use 0 (off) or a positive gap.")
         _check(self.continuation_max_tokens >= 0, "fr3e.continuation_max_tokens must be >= 0 (0 = data.max_response_tokens).")
-
-
-@dataclass
         _check(self.adaptive_round >= 2, f"fr3e.adaptive_round={self.adaptive_round}: a state is settled when its "
                "first adaptive_round rewards agree, which needs 2 or more (our default: 4).")
         _check(0.0 <= self.adaptive_width < 1.0, f"fr3e.adaptive_width={self.adaptive_width}: use 0.0 (off) or a "
@@ -113,6 +113,9 @@ class FR3EConfig:
                f"fr3e.adaptive_round={self.adaptive_round} exceeds fr3e.continuations_per_state="
                f"{self.continuations_per_state}: the first round must fit the budget of M per state; set "
                "adaptive_round <= M.")
+
+
+@dataclass
 class GRPOConfig:
     """GRPO++ = GRPO + dynamic sampling (rejection of zero-signal groups) + Clip-Higher (in OptimConfig)."""
 
@@ -253,6 +256,10 @@ class TrainConfig:
         "Rehearsal only: this process scores every rollout 0, so it has no signal-carrying group and fewer "
         "micro-batches than the others (tests that uneven ranks do not hang). -1 = off (always, in real runs).",
         -1)
+    report_to: str = _help(
+        "Live dashboards: 'none', 'tensorboard' (run_dir/tensorboard/), 'wandb' (WANDB_MODE=offline works "
+        "without a network), or several as a list or 'tensorboard,wandb'. Our choice: 'none' (metrics.jsonl "
+        "is always written). Not part of the run's identity: it may change on resume.", "none")
     model: ModelConfig = _help("The policy to start from and its dtype.", factory=ModelConfig)
     data: DataConfig = _help("Training prompts, batch target, lengths, evaluation sets.", factory=DataConfig)
     rollout: RolloutConfig = _help("Rollout engine and sampling parameters.", factory=RolloutConfig)
@@ -265,6 +272,13 @@ class TrainConfig:
         _check_choice("", "profile", self.profile, PROFILES)
         _check_choice("", "method", self.method, METHODS)
         _check_choice("", "reward", self.reward, REWARDS)
+        if isinstance(self.report_to, (list, tuple)):  # a YAML list: kept as one comma-separated string
+            self.report_to = ",".join(str(t) for t in self.report_to) or "none"
+        targets = [t.strip() for t in str(self.report_to or "none").split(",")]
+        self.report_to = ",".join(targets)
+        _check(targets == ["none"] or all(t in REPORT_TARGETS for t in targets),
+               f"report_to={self.report_to!r}: use 'none' or any of {list(REPORT_TARGETS)} (a list or "
+               "comma-separated).")
         _check(self.steps >= 1, f"steps={self.steps}: train for at least 1 step.")
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1.")
         _check(self.eval_every >= 0 and self.sample_every >= 0, "eval_every and sample_every must be >= 0.")
@@ -338,6 +352,8 @@ def _typed(value: Any, default: Any, path: str) -> Any:
     """Check a YAML value against the type of the field's default (ints widen to floats)."""
     if default is None or value is None:
         return value
+    if path == "report_to" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value  # the one field that also takes a list of names
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
@@ -478,6 +494,8 @@ def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(a) | set(b)):
         name = f"{prefix}{key}"
+        if not prefix and key in NOT_RUN_IDENTITY:
+            continue
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
             out.extend(diff_configs(va, vb, name + "."))

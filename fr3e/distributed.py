@@ -30,14 +30,21 @@ def fsdp_requested() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
-def make_accelerator(timeout_s: int):
+def make_accelerator(timeout_s: int, log_with: list[str] | None = None, logging_dir: str | os.PathLike | None = None):
     """The run's Accelerator: collective timeout `timeout_s`, scheduler stepped once per optimizer step,
-    FSDP over gloo when an FSDP launch runs on CPU (see module docstring)."""
+    FSDP over gloo when an FSDP launch runs on CPU (see module docstring); `log_with` names its dashboards
+    (`fr3e.tracking.log_with`), which write under `logging_dir`."""
     from accelerate import Accelerator, InitProcessGroupKwargs
+    from accelerate.utils import ProjectConfiguration
 
     on_cpu = not torch.cuda.is_available()
+    tracking = {}
+    if log_with:
+        tracking = {"log_with": log_with, "project_config": ProjectConfiguration(
+            project_dir=str(logging_dir), logging_dir=str(logging_dir))}
     accelerator = Accelerator(cpu=on_cpu, step_scheduler_with_optimizer=False,
-                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))])
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))],
+                              **tracking)
     if on_cpu and fsdp_requested() and accelerator.num_processes > 1:
         _enable_cpu_fsdp(accelerator)
     return accelerator

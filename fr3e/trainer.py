@@ -54,6 +54,7 @@ from fr3e.data import encode_prompt
 from fr3e.distributed import make_accelerator
 from fr3e.io import append_jsonl, atomic_write_json
 from fr3e.losses import policy_loss
+from fr3e.modelcard import write_model_card
 from fr3e.modulation import modulation_by_key
 from fr3e.runlog import RunDir
 from fr3e.sampling import (
@@ -66,6 +67,7 @@ from fr3e.sampling import (
     signal_groups,
 )
 from fr3e.seeds import derive_seed
+from fr3e.tracking import RunTracker, log_with
 from fr3e.values import state_values, wilson_interval
 
 logger = logging.getLogger(__name__)
@@ -249,7 +251,9 @@ class Trainer:
                  cache_dir: str | Path = "runs/cache"):
         self.config = config
         self.progress = progress
-        self.accelerator = make_accelerator(config.distributed_timeout_s)  # timeouts; FSDP in CPU rehearsals
+        self.accelerator = make_accelerator(config.distributed_timeout_s,  # timeouts; FSDP in CPU rehearsals
+                                            log_with(config.report_to), Path(run_dir) / "tensorboard")
+        self.tracker = RunTracker(self.accelerator, config, run_dir)  # dashboards (config.report_to)
         self.rank = self.accelerator.process_index
         self.world = self.accelerator.num_processes
         self.run = RunDir(run_dir)
@@ -911,9 +915,11 @@ class Trainer:
             return self.run.path
         self.load_checkpoint()
         previous = self._install_stop_handlers()
+        self.tracker.start()
         try:
             return self._loop()
         finally:
+            self.tracker.end()
             import signal
 
             for sig, handler in previous.items():
@@ -941,6 +947,8 @@ class Trainer:
                 append_jsonl(self.run.metrics_file, row)
                 for e in evals:
                     append_jsonl(self.run.eval_file, e)
+                self.tracker.log_metrics(row)
+                self.tracker.log_evals(evals, self.step_index)
                 bar.set_postfix(reward=_fmt(row["reward_all_mean"]), entropy=_fmt(row["entropy"]))  # "-": no update
                 bar.update(1)
             saved = self.step_index % cfg.checkpoint_every == 0 or self.step_index == cfg.steps
@@ -955,16 +963,18 @@ class Trainer:
                     f"of {cfg.steps}; checkpoint saved in {self.run.checkpoints}. Run the same command to resume.")
         bar.close()
         evals = self.evaluate()  # every process: sharded
-        self.save_model()
+        self.save_model(evals)
         if main:
             for e in evals:
                 append_jsonl(self.run.eval_file, e)
+            self.tracker.log_evals(evals, self.step_index)
             self.run.mark_done({"steps": self.step_index, "wall": self.wall})
         self.accelerator.wait_for_everyone()
         return self.run.path
 
-    def save_model(self) -> None:
-        """Write the final policy (full weights) and tokenizer to the run's model directory.
+    def save_model(self, evals: list[dict] | None = None) -> None:
+        """Write the final policy (full weights), tokenizer and model card (README.md, with `evals`, the
+        final evaluation rows) to the run's model directory.
 
         Every process takes part: gathering FSDP-sharded weights into one state dict is a collective. The
         main process writes the files.
@@ -974,6 +984,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             policy.save_pretrained(self.run.model_dir, state_dict=state, safe_serialization=True)
             self.tokenizer.save_pretrained(self.run.model_dir)
+            write_model_card(self.run.model_dir, self.config, evals or [])
         self.accelerator.wait_for_everyone()
 
 

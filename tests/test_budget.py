@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fr3e import budget
 from fr3e.budget import CAP_FACTOR, next_round, settled_states, wilson_widths
 from fr3e.config import ConfigError, FR3EConfig, load_config
 
@@ -114,3 +115,109 @@ def test_rule_rejects_bad_arguments_and_config_validates():
         FR3EConfig(adaptive_width=1.5)
     cfg = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml", ["fr3e.adaptive_budget=true"])
     assert cfg.fr3e.adaptive_budget and cfg.fr3e.adaptive_round == 4 and cfg.fr3e.adaptive_width == 0.0
+
+
+# ---------------------------------------------------------------------------------- in the trainer
+SMALL = ["steps=2", "data.prompts_per_step=4", "data.max_response_tokens=48", "grpo.max_refill_rounds=1"]
+
+
+def make_trainer(tmp_path, name, extra=()):
+    from fr3e.trainer import Trainer
+
+    cfg = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml", SMALL + list(extra))
+    trainer = Trainer(cfg, tmp_path / name, progress=False, cache_dir=CACHE)
+    calls = []
+    generate = trainer.engine.generate
+
+    def recording(prompt_ids, n, max_new_tokens, temperature=1.0, top_p=1.0, seed=None):
+        calls.append((len(prompt_ids), n, seed))
+        return generate(prompt_ids, n, max_new_tokens, temperature, top_p, seed)
+
+    trainer.engine.generate = recording
+    return trainer, calls
+
+
+def step_record(trainer):
+    """One step: its metrics row and, per state, (key, continuation ids, rewards, value)."""
+    row = trainer.step()
+    states = [(s.key, [r.completion_ids for r in w.rollouts if r.key == s.key], w.rewards[s.key], w.values[s.key])
+              for w in trainer._last_works for s in w.states]
+    return row, states
+
+
+@pytest.mark.slow
+def test_adaptive_step_respects_the_budget_and_uses_actual_counts(tmp_path):
+    from fr3e.seeds import derive_seed
+
+    trainer, calls = make_trainer(tmp_path, "on", ["fr3e.adaptive_budget=true"])
+    try:
+        row, _ = step_record(trainer)
+        works = trainer._last_works
+    finally:
+        trainer.lock.release()
+    m, r = 8, 4  # the recipe's M and the default round
+    counts = [len(w.rewards[s.key]) for w in works for s in w.states]
+    assert row["continuations_budget"] == m * len(counts)  # states × M over every generation round
+    assert row["continuations_generated"] == sum(counts) <= m * len(counts)
+    assert row["continuations_saved_frac"] == pytest.approx(1 - sum(counts) / (m * len(counts)))
+    assert all(r <= c <= CAP_FACTOR * m for c in counts)
+    assert len(set(counts)) > 1 and min(counts) < m  # groups really are of unequal size in this step
+    rewards = [w.rewards[s.key] for w in works for s in w.states]
+    early = [d and c < m for d, c in zip(settled_states(rewards, r), counts)]
+    assert row["states_settled_early"] == sum(early) > 0
+    for w in works:
+        for s in w.states:
+            got = w.rewards[s.key]
+            assert w.values[s.key] == pytest.approx(sum(got) / len(got))  # V from the actual count
+            rolls = [x for x in w.rollouts if x.key == s.key]
+            if rolls:  # kept group: A = α · (r − mean over its own count)
+                alpha = w.alpha["paper"][s.key]
+                for x in rolls:
+                    assert x.advantage == pytest.approx(alpha * (x.reward - sum(got) / len(got)), abs=1e-6)
+    # Round 1 asks 4 of every state in one call per generation round, seeded by the adaptive round index.
+    base_seeds = {derive_seed(0, 0, 0, "base", g) for g in range(row["refill_rounds"] + 1)}
+    explore = [c for c in calls if c[2] not in base_seeds]
+    assert len(explore) > row["refill_rounds"] + 1  # more than one engine call per generation round
+    assert explore[0][1] == r and explore[0][2] == derive_seed(0, 0, 0, "explore", 0, "adaptive", 0, r)
+
+
+@pytest.mark.slow
+def test_adaptive_step_is_deterministic(tmp_path):
+    records = []
+    for name in ("a", "b"):
+        trainer, _ = make_trainer(tmp_path, name, ["fr3e.adaptive_budget=true", "fr3e.adaptive_width=0.6"])
+        try:
+            records.append(step_record(trainer))
+        finally:
+            trainer.lock.release()
+    (row_a, states_a), (row_b, states_b) = records
+    assert states_a == states_b
+    keys = ("continuations_generated", "states_settled_early", "adaptive_rounds", "groups_trained", "reward_all_mean")
+    assert [row_a[k] for k in keys] == [row_b[k] for k in keys]
+
+
+@pytest.mark.slow
+def test_option_off_is_the_fixed_m_path(tmp_path, monkeypatch):
+    from fr3e.seeds import derive_seed
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the adaptive rule ran with fr3e.adaptive_budget off")
+
+    monkeypatch.setattr(budget, "next_round", refuse)
+    trainer, calls = make_trainer(tmp_path, "off", ["fr3e.adaptive_budget=false"])
+    try:
+        row, states = step_record(trainer)
+        rounds = row["refill_rounds"] + 1
+    finally:
+        trainer.lock.release()
+    assert not {"continuations_generated", "continuations_budget", "states_settled_early",
+                "continuations_saved_frac", "adaptive_rounds"} & set(row)
+    # Exactly the engine calls of the fixed-M path: per generation round, base trajectories, then one call of
+    # n = M for all states, seeded by (seed, step, process, "explore", round).
+    assert len(calls) == 2 * rounds
+    for g in range(rounds):
+        assert calls[2 * g][1:] == (4, derive_seed(0, 0, 0, "base", g))
+        n_states, n, seed = calls[2 * g + 1]
+        assert n == 8 and seed == derive_seed(0, 0, 0, "explore", g)
+    assert all(len(rw) == 8 for _, _, rw, _ in states)
+    assert sum(calls[2 * g + 1][0] for g in range(rounds)) == len(states)

@@ -1,7 +1,9 @@
 """Empirical state values V(S_j) (paper §3, "entropy-eliciting explore").
 
 V(S_j) is the mean verifier reward of the M continuations sampled from S_j: with binary rewards, the
-empirical probability that S_j leads to a correct answer. Its Wilson score interval says how much
+empirical probability that S_j leads to a correct answer. Under the adaptive budget (`fr3e.adaptive_budget`,
+`fr3e.budget`) states hold different numbers of continuations and each V(S_j) is the mean over its own count
+(the trainer calls `state_values` one state at a time). Its Wilson score interval says how much
 to trust it (M = 16 gives ±0.2 around 0.5), which the walkthrough notebook shows next to every α.
 
 Deviation from the authors' code: values are computed for *every* state before dynamic sampling

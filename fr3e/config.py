@@ -32,6 +32,9 @@ REWARDS = ("verifier", "coin")
 REPORT_TARGETS = ("tensorboard", "wandb")
 NOT_RUN_IDENTITY = ("report_to",)
 """Top-level fields that change where a run is shown, not what it trains: a resume or a reuse ignores them."""
+ABSENT_MEANS_DEFAULT = ("fr3e.adaptive_budget", "fr3e.adaptive_round", "fr3e.adaptive_width")
+"""Fields added after runs were recorded, whose default is the behaviour before them: a saved config without
+one of them matches a config that holds its default (so earlier runs can still be resumed and reused)."""
 
 
 class ConfigError(ValueError):
@@ -497,11 +500,20 @@ def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
         if not prefix and key in NOT_RUN_IDENTITY:
             continue
         va, vb = a.get(key), b.get(key)
+        if (key in a) != (key in b) and name in ABSENT_MEANS_DEFAULT and (va if key in a else vb) == _default(name):
+            continue
         if isinstance(va, dict) and isinstance(vb, dict):
             out.extend(diff_configs(va, vb, name + "."))
         elif va != vb:
             out.append(f"{name}: {va!r} -> {vb!r}")
     return out
+
+
+def _default(name: str) -> Any:
+    """The default of a dotted field name, e.g. 'fr3e.adaptive_budget' -> False."""
+    section, _, key = name.rpartition(".")
+    cls = _NESTED[section] if section else TrainConfig
+    return _default_of(next(f for f in dataclasses.fields(cls) if f.name == key))
 
 
 def field_help(cls) -> dict[str, str]:

@@ -221,3 +221,16 @@ def test_option_off_is_the_fixed_m_path(tmp_path, monkeypatch):
         assert n == 8 and seed == derive_seed(0, 0, 0, "explore", g)
     assert all(len(rw) == 8 for _, _, rw, _ in states)
     assert sum(calls[2 * g + 1][0] for g in range(rounds)) == len(states)
+
+
+def test_runs_recorded_before_the_option_still_match():
+    from fr3e.config import TrainConfig, diff_configs
+
+    old = TrainConfig().to_dict()
+    for key in ("adaptive_budget", "adaptive_round", "adaptive_width"):
+        del old["fr3e"][key]  # a config.json written before the fields existed
+    assert diff_configs(old, TrainConfig().to_dict()) == []
+    on = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml", ["fr3e.adaptive_budget=true"]).to_dict()
+    base = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml").to_dict()
+    del base["fr3e"]["adaptive_budget"]
+    assert diff_configs(base, on) == ["fr3e.adaptive_budget: None -> True"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fr3e.engines.base import Completion, Engine
-from fr3e.engines.hf import HFEngine, sample_next
+from fr3e.engines.hf import HFEngine, exponential_race, sample_next
 
 pytestmark = pytest.mark.usefixtures("cpu_threads")
 
@@ -115,7 +115,9 @@ def test_counters(tiny_sft):
     assert c.calls == 1 and c.seconds > 0
     assert c.prompt_tokens == 3 * sum(len(p) for p in prompts)
     assert c.generated_tokens == sum(len(x.token_ids) for r in out for x in r)
-    assert c.extra["prefill_computed_tokens"] == sum(len(p) for p in prompts)  # each prompt prefilled once
+    # Each prompt's prefix prefilled once; every row computes its last prompt token in the first decode step.
+    assert c.extra["prefill_computed_tokens"] == sum(len(p) - 1 for p in prompts) + 3 * len(prompts)
+    assert c.extra["prefix_shared_tokens"] == 0  # no prompt is a prefix of another
 
 
 def test_sync_weights_points_at_the_new_model(tiny_sft):
@@ -168,3 +170,69 @@ def test_sample_next_top_p_keeps_the_nucleus():
     draws = sample_next(logits, temperature=0.5, top_p=1.0, generator=g)
     assert abs((draws == 0).float().mean().item() - 0.25 / 0.357) < 0.03
     assert math.isclose(0.25 / 0.357, 0.7003, abs_tol=1e-3)
+
+
+def test_exponential_race_is_multinomial():
+    # The GPU draw (no read-back) gives exactly torch.multinomial's sample for the same generator state.
+    probs = torch.softmax(torch.randn(64, 50, generator=torch.Generator().manual_seed(0)), -1)
+    a = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(5)).squeeze(-1)
+    b = exponential_race(probs, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def nested_states(engine, prompts):
+    """FR3E-shaped prompts: each prompt and three nested cut points of its greedy trajectory."""
+    full = engine.generate(prompts, n=1, max_new_tokens=40, temperature=0.0)
+    return [p + row[0].token_ids[:a] for p, row in zip(prompts, full)
+            for a in (0, 3, len(row[0].token_ids) // 2, len(row[0].token_ids) - 1)]
+
+
+def test_static_loop_and_prefix_sharing_match_the_eager_loop(tiny_sft):
+    """The fixed-shape loop (what CUDA graphs replay; here run eagerly on the CPU) and the shared-prefix prefill
+    give the eager loop's greedy tokens, log-probs within round-off, and the same finish reasons."""
+    model, tok = tiny_sft
+    states = nested_states(HFEngine(model, tok, batch_size=64), ids_of(tok))
+    eager = HFEngine(model, tok, batch_size=64, decode="eager")
+    ref = HFEngine(model, tok, batch_size=64, decode="eager", share_prefixes=False)
+    expected = ref.generate(states, n=2, max_new_tokens=40, temperature=0.0)
+    assert ref.counters.extra["prefix_shared_tokens"] == 0
+    for engine in (eager, HFEngine(model, tok, batch_size=64, decode="static"),
+                   HFEngine(model, tok, batch_size=7, decode="static")):  # several chunks, prefixes split
+        got = engine.generate(states, n=2, max_new_tokens=40, temperature=0.0)
+        assert [[c.token_ids for c in r] for r in got] == [[c.token_ids for c in r] for r in expected]
+        assert [[c.finish_reason for c in r] for r in got] == [[c.finish_reason for c in r] for r in expected]
+        torch.testing.assert_close(torch.tensor([x for r in got for c in r for x in c.logprobs]),
+                                   torch.tensor([x for r in expected for c in r for x in c.logprobs]),
+                                   atol=1e-4, rtol=0)
+    # Nested states were served from their trajectory's keys and values: less prefill than without sharing.
+    shared, computed = eager.counters.extra["prefix_shared_tokens"], eager.counters.extra["prefill_computed_tokens"]
+    assert shared > 0 and computed + shared == ref.counters.extra["prefill_computed_tokens"]
+
+
+def test_static_loop_sampling_is_seeded_and_its_logprobs_are_the_policys(tiny_sft):
+    model, tok = tiny_sft
+    engine = HFEngine(model, tok, batch_size=64, decode="static")
+    states = nested_states(engine, ids_of(tok))
+    a = engine.generate(states, n=4, max_new_tokens=40, temperature=1.0, seed=3)
+    assert a == engine.generate(states, n=4, max_new_tokens=40, temperature=1.0, seed=3)
+    assert a != engine.generate(states, n=4, max_new_tokens=40, temperature=1.0, seed=4)
+    eos = tok.eos_token_id
+    lengths = [len(c.token_ids) for r in a for c in r]
+    assert len(set(lengths)) > 3  # rows stop at different steps: the loop compacts them into smaller batches
+    for p, row in zip(states, a):
+        for c in row:
+            assert len(c.logprobs) == len(c.token_ids) and (c.finish_reason == "stop") == (c.token_ids[-1:] == [eos])
+            assert eos not in c.token_ids[:-1]
+            with torch.no_grad():
+                logits = model(torch.tensor([p + c.token_ids])).logits[0, len(p) - 1 : -1]
+            expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(c.token_ids)[:, None]).squeeze(-1)
+            torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_decode_choice_is_checked_and_auto_is_eager_on_a_cpu(tiny_sft):
+    model, tok = tiny_sft
+    with pytest.raises(ValueError, match="decode must be one of"):
+        HFEngine(model, tok, decode="fast")
+    engine = HFEngine(model, tok)
+    assert engine._decoder(torch.device("cpu")) == "eager"
+    assert HFEngine(model, tok, decode="graph")._decoder(torch.device("cpu")) == "static"  # no graphs on a CPU

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -71,7 +72,12 @@ def full_weights(model):
 def sample_next(
     logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Next token per row. logits: (R, V) raw; returns (R,) long. temperature 0 = argmax."""
+    """Next token per row. logits: (R, V) raw; returns (R,) long. temperature 0 = argmax.
+
+    One draw per row by the exponential race: argmax(p / E) with E ~ Exp(1), exactly what
+    `torch.multinomial(p, 1)` computes for one sample, with the same generator draws, but without its
+    validity check, which reads a value back to the host (a stream synchronisation on a GPU) every step.
+    """
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # (R, V)
@@ -81,7 +87,69 @@ def sample_next(
         drop = (sorted_probs.cumsum(-1) - sorted_probs) >= top_p
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if not probs.is_cuda:  # the same draw in one operation; its check costs nothing without a device
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return exponential_race(probs, generator)
+
+
+def exponential_race(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row from unnormalised probs (R, V): argmax(p / E), E ~ Exp(1); (R,) long."""
+    race = torch.empty_like(probs).exponential_(generator=generator)  # (R, V)
+    return (probs / race).argmax(-1)
+
+
+def token_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[tokens] per row. (R, V), (R,) -> (R,). On a GPU without writing the (R, V) fp32
+    log-softmax (a large vocabulary makes that write a visible share of a decode step); on a CPU in fewer
+    operations (small models are bound by the per-operation overhead there)."""
+    logits = logits.float()
+    if not logits.is_cuda:
+        return torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+    return logits.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+# The decode step's batch sizes under CUDA graphs: finished rows are compacted away when the live rows fit the next
+# smaller size of this ladder (one graph is captured per size used; the chunk's own size is always one).
+_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+DECODERS = ("auto", "eager", "static", "graph")
+
+
+def _bucket(live: int, rows: int) -> int:
+    """The smallest ladder size that holds `live` rows, at most `rows` (the chunk)."""
+    return min([b for b in _BUCKETS if b >= live] + [rows])
+
+
+class _StaticKV:
+    """A fixed-shape KV cache for one decode step: per layer (B, H_kv, L, D) key and value buffers.
+
+    `update` writes the step's keys and values at cache index `index` (a (1,) tensor the decode loop advances in
+    place, so a captured CUDA graph sees the new index) and returns the whole buffers, attended under the loop's mask.
+    It offers what the attention layers of the Hugging Face decoders (Llama, Qwen2, Qwen3, Mistral, ...) call.
+    """
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], index: torch.Tensor):
+        self.keys, self.values, self.index = keys, values, index
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys.index_copy_(2, self.index, key_states)
+        values.index_copy_(2, self.index, value_states)
+        return keys, values
+
+
+@dataclass
+class _Prefix:
+    """Every row's prompt without its last token, right-aligned at width W (cache positions [W - len + 1, W))."""
+
+    keys: list[torch.Tensor]  # per layer (R, H_kv, W, D)
+    values: list[torch.Tensor]  # per layer (R, H_kv, W, D)
+    mask: torch.Tensor  # (R, W) bool: True at the row's own tokens
+    last: torch.Tensor  # (R,) long: the row's last prompt token, fed by the first decode step
+    position: torch.Tensor  # (R,) long: its position id (prompt length - 1)
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[1]
 
 
 class HFEngine:
@@ -97,12 +165,24 @@ class HFEngine:
         device: str | torch.device | None = None,
         progress: bool = False,
         prune_fraction: float = 0.125,
+        decode: str = "auto",
+        share_prefixes: bool = True,
+        check_every: int = 16,
     ):
         """model: a causal LM (shared, not copied). tokenizer: only read for eos/pad ids (or pass the ids).
         batch_size: rows (prompt × sample) decoded together. prune_fraction: drop finished rows from the
-        batch once at least this share of the live rows has finished (our choice: 1/8, measured)."""
+        batch once at least this share of the live rows has finished (our choice: 1/8, measured; eager loop).
+        decode: 'auto' (CUDA graphs on a GPU, the eager loop elsewhere), 'eager', 'static' or 'graph' (module
+        docstring). share_prefixes: prefill a prompt that is a prefix of another prompt of its chunk from that
+        prompt's keys and values. check_every: steps between the static loop's read-backs on a GPU."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if decode not in DECODERS:
+            raise ValueError(f"decode must be one of {', '.join(DECODERS)}, got {decode!r}")
+        self.decode = decode
+        self.share_prefixes = share_prefixes
+        self.check_every = check_every
+        self._graphs_ok = True
         self._copy = None
         self.sync_weights(model)
         config = self.model.config
@@ -197,8 +277,260 @@ class HFEngine:
         c.seconds += time.perf_counter() - start
         return results  # type: ignore[return-value]
 
+    # ------------------------------------------------------------------------------------------ dispatch
+    def _decoder(self, device: torch.device) -> str:
+        """The decode loop for this model on `device`: 'legacy', 'eager', 'static' or 'graph' (module docstring)."""
+        config = self.model.config
+        layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
+        sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+        if layer_types != {"full_attention"} or sliding:
+            return "legacy"  # sliding-window or hybrid layers: their caches keep part of the prefix only
+        choice = self.decode
+        if choice == "auto":
+            choice = "graph" if device.type == "cuda" else "eager"
+        if choice == "graph" and (device.type != "cuda" or not self._graphs_ok):
+            choice = "static"
+        if choice in ("static", "graph") and getattr(config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
+            choice = "eager"  # the static loop hands the attention a 4-D mask, which sdpa and eager take
+        return choice
+
     def _generate_chunk(self, prompt_ids, chunk, max_new_tokens, temperature, top_p, generator, device):
         """Decode one chunk of (prompt index, sample index) rows; returns one Completion per row."""
+        decoder = self._decoder(device)
+        self.counters.extra[f"chunks_{decoder}"] = self.counters.extra.get(f"chunks_{decoder}", 0) + 1
+        if decoder == "legacy":
+            return self._generate_chunk_legacy(prompt_ids, chunk, max_new_tokens, temperature, top_p, generator,
+                                               device)
+        prefix = self._prefill(prompt_ids, chunk, device)
+        if decoder == "eager":
+            out = self._decode_dynamic(prefix, max_new_tokens, temperature, top_p, generator, device)
+        else:
+            out = self._decode_static(prefix, max_new_tokens, temperature, top_p, generator, device,
+                                      graphs=decoder == "graph")
+        tokens, logps, lengths, stopped = out
+        R = len(chunk)
+        tokens, logps = tokens[:R].cpu(), logps[:R].cpu()
+        lengths, stopped = lengths[:R].cpu().tolist(), stopped[:R].cpu().tolist()
+        return [
+            Completion(tokens[r, : lengths[r]].tolist(), logps[r, : lengths[r]].tolist(),
+                       "stop" if stopped[r] else "length")
+            for r in range(R)
+        ]
+
+    # ------------------------------------------------------------------------------------------- prefill
+    def _prefill(self, prompt_ids, chunk, device) -> _Prefix:
+        """Keys and values of every row's prompt minus its last token, each prefix computed once.
+
+        A prompt of the chunk that is a prefix of another (FR3E's states S_j of one base trajectory, a prompt repeated
+        for its n samples) reads its keys and values from the longest prompt that extends it (its root): only the
+        roots are prefilled. The last prompt token of every row is left to the first decode step, which yields the
+        logits of the first sampled token for roots and prefixes alike.
+        """
+        unique = list(dict.fromkeys(i for i, _ in chunk))  # prompts of this chunk, first-seen order
+        prompts = {i: list(prompt_ids[i]) for i in unique}
+        roots: list[int] = []
+        root_of: dict[int, int] = {}
+        for i in sorted(unique, key=lambda i: -len(prompts[i])):  # longest first: a root precedes its prefixes
+            p = prompts[i]
+            found = next((r for r in roots if prompts[r][: len(p)] == p), None) if self.share_prefixes else None
+            root_of[i] = i if found is None else found
+            if found is None:
+                roots.append(i)
+        W = max(len(p) - 1 for p in prompts.values())
+        filled = [r for r in roots if len(prompts[r]) > 1]  # a one-token prompt has nothing to prefill
+        slot = {r: k for k, r in enumerate(filled)}
+        c = self.counters.extra
+        c["prefill_computed_tokens"] = c.get("prefill_computed_tokens", 0) + len(chunk) + sum(
+            len(prompts[r]) - 1 for r in filled)  # roots' prefixes + every row's last prompt token
+        c["prefix_shared_tokens"] = c.get("prefix_shared_tokens", 0) + sum(
+            len(prompts[i]) - 1 for i in unique if root_of[i] != i)
+        keys: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        if filled:
+            ids = torch.full((len(filled), W), self.pad_token_id, dtype=torch.long)  # (U, W) left-padded
+            mask = torch.zeros((len(filled), W), dtype=torch.long)  # (U, W)
+            for k, r in enumerate(filled):
+                p = prompts[r][:-1]
+                ids[k, W - len(p) :] = torch.tensor(p, dtype=torch.long)
+                mask[k, W - len(p) :] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, W): 0 at each row's first real token
+            cache = DynamicCache(config=self.model.config)
+            self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                       logits_to_keep=1)
+            # Row r, cache position j >= W - len_r reads its root's position (W - len_root) + (j - (W - len_r)).
+            lens = torch.tensor([len(prompts[i]) - 1 for i, _ in chunk])  # (R,)
+            root_lens = torch.tensor([len(prompts[root_of[i]]) - 1 for i, _ in chunk])  # (R,)
+            src = torch.tensor([slot.get(root_of[i], 0) for i, _ in chunk])  # (R,)
+            rel = torch.arange(W)[None, :] - (W - lens[:, None])  # (R, W)
+            valid = rel >= 0
+            src_pos = torch.where(valid, W - root_lens[:, None] + rel, 0).to(device)  # (R, W)
+            src_row = torch.where(valid, src[:, None], 0).to(device)  # (R, W)
+            for layer in cache.layers:
+                keys.append(layer.keys[src_row, :, src_pos].permute(0, 2, 1, 3))  # (R, H_kv, W, D)
+                values.append(layer.values[src_row, :, src_pos].permute(0, 2, 1, 3))
+            row_mask = valid.to(device)
+        else:
+            row_mask = torch.zeros((len(chunk), W), dtype=torch.bool, device=device)
+        last = torch.tensor([prompts[i][-1] for i, _ in chunk], dtype=torch.long, device=device)  # (R,)
+        position = torch.tensor([len(prompts[i]) - 1 for i, _ in chunk], dtype=torch.long, device=device)  # (R,)
+        return _Prefix(keys, values, row_mask, last, position)
+
+    # ------------------------------------------------------------------------------------- decode loops
+    def _decode_dynamic(self, prefix: _Prefix, max_new_tokens, temperature, top_p, generator, device):
+        """The eager loop: a `DynamicCache` that grows by one position per step, finished rows pruned at once
+        (prune_fraction), one host synchronisation per step (free on a CPU). Returns (tokens, logps, lengths,
+        stopped) per row."""
+        R = prefix.last.shape[0]
+        cache = DynamicCache(config=self.model.config)
+        for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values)):
+            cache.update(k.contiguous(), v.contiguous(), layer)
+        mask = prefix.mask.long()  # (R, W)
+        nxt, next_position = prefix.last, prefix.position  # (R,), (R,)
+        tokens = torch.full((R, max_new_tokens), self.pad_token_id, dtype=torch.long, device=device)  # (R, T)
+        logps = torch.zeros((R, max_new_tokens), dtype=torch.float32, device=device)  # (R, T)
+        lengths = torch.full((R,), max_new_tokens, dtype=torch.long, device=device)  # (R,)
+        stopped = torch.zeros(R, dtype=torch.bool, device=device)  # (R,)
+        eos = torch.tensor(self.eos_token_ids, dtype=torch.long, device=device)  # (E,)
+        live = torch.arange(R, device=device)  # (A,) original row of each decoded row
+        done = torch.zeros(R, dtype=torch.bool, device=device)  # (A,) finished but not yet pruned
+        for t in range(max_new_tokens):
+            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)  # (A, W + t + 1)
+            out = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_position[:, None],
+                             cache=cache, use_cache=True)
+            logits = out.logits[:, -1, :]  # (A, V)
+            next_position = next_position + 1
+            nxt = sample_next(logits, temperature, top_p, generator)  # (A,)
+            logp = token_logprob(logits, nxt)  # (A,)
+            rec = live[~done]
+            tokens[rec, t] = nxt[~done]
+            logps[rec, t] = logp[~done]
+            hit_eos = torch.isin(nxt, eos) & ~done
+            lengths[live[hit_eos]] = t + 1
+            stopped[live[hit_eos]] = True
+            done = done | hit_eos
+            if t == max_new_tokens - 1 or bool(done.all()):
+                break
+            if int(done.sum()) >= max(1, self.prune_fraction * len(live)):  # drop finished rows
+                keep = (~done).nonzero().squeeze(-1)  # (A',)
+                cache.batch_select_indices(keep)
+                live, nxt, mask, next_position = live[keep], nxt[keep], mask[keep], next_position[keep]
+                done = done[keep]
+        return tokens, logps, lengths, stopped
+
+    def _decode_static(self, prefix: _Prefix, max_new_tokens, temperature, top_p, generator, device, graphs: bool):
+        """The fixed-shape loop: a preallocated KV cache of W + max_new_tokens positions (rounded up to 64), every
+        row writing step t at cache index W + t under a mask computed from that index, so each step has the same
+        shapes and, on CUDA, runs as one replay of a captured graph (`graphs`). Finished rows are compacted away
+        when the live rows fit the next smaller `_BUCKETS` size; the host reads the device only every
+        `check_every` steps (every step on a CPU). Rows past the live ones (padding of a bucket) write into a
+        spare last row. Returns (tokens, logps, lengths, stopped) with R + 1 rows."""
+        config, model = self.model.config, self.model
+        R, W, T = prefix.last.shape[0], prefix.width, max_new_tokens
+        L = -(-(W + T) // 64) * 64  # cache length, a multiple of 64 for aligned attention kernels
+        param = next(model.parameters())
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        shape = (R, heads, L, head_dim)
+        keys = [torch.zeros(shape, dtype=param.dtype, device=device) for _ in range(config.num_hidden_layers)]
+        values = [torch.zeros(shape, dtype=param.dtype, device=device) for _ in range(config.num_hidden_layers)]
+        for buf, pre in zip(keys + values, prefix.keys + prefix.values):
+            buf[:, :, :W] = pre
+        prefix.keys, prefix.values = [], []  # free the gathered copies
+        ar = torch.arange(L, device=device)  # (L,)
+        base = torch.zeros((R, L), dtype=torch.bool, device=device)  # (R, L): each row's prompt positions
+        base[:, :W] = prefix.mask
+        decode_region = ar >= W  # (L,)
+        ids = prefix.last[:, None].clone()  # (R, 1) the step's input token per row
+        pos = prefix.position[:, None].clone()  # (R, 1) its position id
+        index = torch.full((1,), W, dtype=torch.long, device=device)  # cache index of the step
+        additive = getattr(config, "_attn_implementation", "sdpa") == "eager"
+        neg = torch.finfo(param.dtype).min
+
+        def forward(b: int) -> torch.Tensor:
+            allowed = base[:b] | (decode_region & (ar <= index))  # (b, L)
+            mask = allowed[:, None, None, :]  # (b, 1, 1, L)
+            if additive:  # the eager attention adds its mask
+                mask = torch.where(mask, 0.0, neg).to(param.dtype)
+            cache = _StaticKV([k[:b] for k in keys], [v[:b] for v in values], index)
+            out = model(input_ids=ids[:b], attention_mask=mask, position_ids=pos[:b], cache=cache, use_cache=True)
+            return out.logits[:, -1, :]  # (b, V)
+
+        captured: dict[int, tuple] = {}
+        pool = None
+
+        def step(b: int) -> torch.Tensor:
+            nonlocal graphs, pool
+            if not graphs:
+                return forward(b)
+            if b not in captured:
+                try:
+                    t0 = time.perf_counter()
+                    stream = torch.cuda.Stream(device)
+                    stream.wait_stream(torch.cuda.current_stream(device))
+                    with torch.cuda.stream(stream):  # warm-up (writes this step's keys, which the replay rewrites)
+                        forward(b)
+                    torch.cuda.current_stream(device).wait_stream(stream)
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, pool=pool):
+                        out = forward(b)
+                    pool = graph.pool()
+                    captured[b] = (graph, out)
+                    extra = self.counters.extra
+                    extra["graph_captures"] = extra.get("graph_captures", 0) + 1
+                    extra["graph_capture_s"] = extra.get("graph_capture_s", 0.0) + time.perf_counter() - t0
+                except Exception as exc:  # a model whose step cannot be captured: decode it without graphs
+                    logger.warning("CUDA graph capture of the decode step failed (%s: %s); decoding with the static "
+                                   "cache without graphs", type(exc).__name__, exc)
+                    self._graphs_ok = graphs = False
+                    return forward(b)
+            graph, out = captured[b]
+            graph.replay()
+            return out
+
+        tokens = torch.full((R + 1, T), self.pad_token_id, dtype=torch.long, device=device)  # (R + 1, T)
+        logps = torch.zeros((R + 1, T), dtype=torch.float32, device=device)  # (R + 1, T)
+        lengths = torch.full((R + 1,), T, dtype=torch.long, device=device)  # (R + 1,)
+        stopped = torch.zeros(R + 1, dtype=torch.bool, device=device)  # (R + 1,)
+        eos = torch.tensor(self.eos_token_ids, dtype=torch.long, device=device)  # (E,)
+        live = torch.arange(R, device=device)  # (b,) original row of each decoded row (R: padding)
+        done = torch.zeros(R, dtype=torch.bool, device=device)  # (b,)
+        b = R
+        check = max(1, self.check_every) if device.type == "cuda" else 1
+        for t in range(T):
+            index.fill_(W + t)
+            logits = step(b)  # (b, V)
+            nxt = sample_next(logits, temperature, top_p, generator)  # (b,)
+            logp = token_logprob(logits, nxt)  # (b,)
+            tokens[live, t] = nxt  # a finished row's later tokens are cut off by its length
+            logps[live, t] = logp
+            hit_eos = torch.isin(nxt, eos) & ~done
+            lengths[live] = torch.where(hit_eos, t + 1, lengths[live])
+            stopped[live] = stopped[live] | hit_eos
+            done = done | hit_eos
+            if t == T - 1:
+                break
+            ids[:b, 0] = nxt
+            pos[:b] += 1
+            if (t + 1) % check:
+                continue
+            n_live = int((~done).sum())  # the only read-back: every `check` steps
+            if n_live == 0:
+                break
+            smaller = _bucket(n_live, R)
+            if smaller < b:  # move the live rows to the front, decode at the smaller size from now on
+                keep = (~done).nonzero().squeeze(-1)  # (n_live,)
+                for buf in keys + values:
+                    buf[:n_live] = buf[keep]
+                base[:n_live], ids[:n_live], pos[:n_live] = base[keep], ids[keep], pos[keep]
+                live = torch.cat([live[keep], live.new_full((smaller - n_live,), R)])
+                done = torch.cat([done.new_zeros(n_live), done.new_ones(smaller - n_live)])
+                b = smaller
+        return tokens, logps, lengths, stopped
+
+    def _generate_chunk_legacy(self, prompt_ids, chunk, max_new_tokens, temperature, top_p, generator, device):
+        """The loop for models with sliding-window or hybrid layers: each unique prompt prefilled with its own
+        `DynamicCache`, copied to its sample rows, decoded with finished rows pruned."""
         unique = list(dict.fromkeys(i for i, _ in chunk))  # prompts of this chunk, first-seen order
         slot = {i: u for u, i in enumerate(unique)}
         width = max(len(prompt_ids[i]) for i in unique)
@@ -234,7 +566,7 @@ class HFEngine:
         done = torch.zeros(R, dtype=torch.bool, device=device)  # (A,) finished but not yet pruned
         for t in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_p, generator)  # (A,)
-            logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, nxt[:, None]).squeeze(-1)  # (A,)
+            logp = token_logprob(logits, nxt)  # (A,)
             rec = live[~done]
             tokens[rec, t] = nxt[~done]
             logps[rec, t] = logp[~done]

@@ -117,6 +117,13 @@ def _row(claim: str, model: str, paper: str, ours: str, estimate: float, low: fl
             "estimate": estimate, "ci_low": low, "ci_high": high, "direction": direction, "interval": interval}
 
 
+def interval_claim(claim: str, model: str, paper: str, ours: str, estimate: float, low: float, high: float,
+                   direction: int, interval: str, digits: int = 1) -> dict:
+    """One claims-table row (`COLUMNS` + `DETAIL_COLUMNS`) whose verdict comes from (low, high) only: the rows
+    other studies add (fr3e.studies) are built like the ones here."""
+    return _row(claim, model, paper, ours, estimate, low, high, direction, interval, digits)
+
+
 def _paired(per_seed: pd.DataFrame, model: str) -> tuple[list, np.ndarray, np.ndarray]:
     """(seeds, GRPO++ values, FR3E values) of one model, over the seeds both methods have (finite values)."""
     sub = per_seed[per_seed["model"] == model]

@@ -8,6 +8,8 @@
   Run directories are named deterministically: `<runs_root>/<profile>/<arm>-<model>-s<seed>-<steps>[-hash]`.
   Each job's log is `<runs_root>/logs/<job>.log`; `<runs_root>/progress.json` holds every job's state, which
   `progress_line` turns into "runs done / total, steps, estimated remaining" (`fr3e.reproduce` prints it).
+  A study whose runs evaluate a few problems during training can ask for a larger evaluation of each final
+  model (`final_eval_problems`): one more job per run, written to `<run_dir>/final_eval-p<problems>.json`.
 - **Loaders.** `load_metrics`, `load_evals`, `load_final_evals`, `load_samples` read `metrics.jsonl`,
   `eval.jsonl` and `samples.jsonl` into pandas, tagged with `method`, `arm`, `model`, `seed` and `run` from
   `config.json` (`load_metrics` also with `group_size`, the size of a prompt-level rollout group).
@@ -224,17 +226,20 @@ class Job:
     """
 
     key: str
-    kind: str  # "warm_start" | "run"
+    kind: str  # "warm_start" | "run" | "eval" (the final model of the run `deps[-1]`, `final_eval`)
     model: str
     deps: list[str] = dataclasses.field(default_factory=list)
     info: RunInfo | None = None
     overrides: list[str] | None = None
     resolve: Callable[[], tuple[RunInfo, list[str]]] | None = None
+    eval_problems: int | None = None  # kind "eval": problems per split
 
     @property
     def done(self) -> bool:
         if self.kind == "warm_start":
             return False
+        if self.kind == "eval":
+            return self.info is not None and final_eval_path(self.info.run_dir, self.eval_problems).exists()
         return self.info is not None and self.info.done
 
 
@@ -278,6 +283,7 @@ def ensure_runs(
     controls: Sequence[str | Control] = (),
     workers: int | None = None,
     command: Callable[[Job], list[str]] | None = None,
+    final_eval_problems: int | None = None,
 ) -> list[RunInfo]:
     """Every (arm × model × seed) run, trained if missing, reused if finished, resumed if interrupted.
 
@@ -295,6 +301,8 @@ def ensure_runs(
     `$ACCELERATE_CONFIG` if set); cache_dir: warm-started base models (tiny profile);
     launcher: train in-process, one run at a time, with `(config, run_dir, progress, cache_dir)` (tests fake
     it); command: `Job -> argv` instead of `train_command` (tests fake it).
+    final_eval_problems: also evaluate each finished run's final model on this many problems per split
+    (`final_eval`, one job per run, scheduled as soon as its run is done; read with `load_final_eval`).
     Progress (runs done / total, steps, estimated remaining) goes to the log and `<runs_root>/progress.json`.
     Returns one RunInfo per run: methods in `recipes` order, then the controls; models, then seeds.
     """
@@ -303,7 +311,8 @@ def ensure_runs(
     cache_dir = Path(cache_dir).resolve()
     runs_root = Path(runs_root)
     jobs = plan_jobs(recipes, models, seeds, steps, runs_root, extra, controls, cache_dir,
-                     warm_starts=launcher is None and accelerate_config is None)
+                     warm_starts=launcher is None and accelerate_config is None,
+                     final_eval_problems=final_eval_problems)
     runs = [j for j in jobs if j.kind == "run"]
     if launcher is not None:
         workers = 1
@@ -324,9 +333,10 @@ def ensure_runs(
 
 def plan_jobs(recipes: dict, models: Sequence[str], seeds: Sequence[int], steps: int | None, runs_root: Path,
               extra: Sequence[str], controls: Sequence[str | Control] = (), cache_dir: Path = DEFAULT_CACHE,
-              warm_starts: bool = True) -> list[Job]:
-    """The jobs of a study in scheduling order: warm starts, the runs other runs are matched to, the runs
-    matched to them, the rest; each run's config is loaded (and its method checked) here."""
+              warm_starts: bool = True, final_eval_problems: int | None = None) -> list[Job]:
+    """The jobs of a study in scheduling order: warm starts, the final evaluations (each waits for its run),
+    the runs other runs are matched to, the runs matched to them, the rest; each run's config is loaded (and
+    its method checked) here."""
     from fr3e.config import load_config
 
     def plan(arm: str, method: str, model: str, seed: int, arm_overrides: Sequence[str]) -> tuple[RunInfo, list]:
@@ -387,7 +397,13 @@ def plan_jobs(recipes: dict, models: Sequence[str], seeds: Sequence[int], steps:
     first = [j for j in main if j.key in matched_targets]
     dependent = [j for j in extra_jobs if any(d in matched_targets for d in j.deps)]
     rest = [j for j in main + extra_jobs if j not in first and j not in dependent]
-    return warm_jobs + first + dependent + rest
+    evals = []
+    if final_eval_problems:
+        for job in first + dependent + rest:
+            evals.append(Job(f"eval-{job.key}", "eval", job.model, deps=[job.key], info=job.info,
+                             resolve=None if job.info else (lambda job=job: (job.info, [])),
+                             eval_problems=final_eval_problems))
+    return warm_jobs + evals + first + dependent + rest
 
 
 def _warm_start_cached(base: str, cache_dir: Path) -> bool:
@@ -409,6 +425,11 @@ def _default_command(job: Job, accelerate_config, cache_dir: Path) -> list[str]:
                 f"warm_start({job.model!r}, cache_dir={str(cache_dir)!r}, progress=False, threads=1)")
         return [sys.executable, "-c", code]
     info = job.info
+    if job.kind == "eval":
+        code = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout); "
+                "from fr3e.runs import final_eval; "
+                f"final_eval({str(info.run_dir.resolve())!r}, {job.eval_problems!r}, cache_dir={str(cache_dir)!r})")
+        return [sys.executable, "-c", code]
     if accelerate_config:
         return accelerate_command(accelerate_config, info.recipe, job.overrides, info.run_dir.resolve(), cache_dir)
     return train_command(info.recipe, job.overrides, info.run_dir.resolve(), cache_dir)
@@ -453,6 +474,8 @@ def _in_process_starter(launcher, progress: bool, cache_dir: Path) -> Callable[[
     def start(job: Job) -> _Handle:
         if job.kind == "warm_start":
             tiny_model_dir(job.model, cache_dir)
+        elif job.kind == "eval":
+            final_eval(job.info.run_dir, job.eval_problems, cache_dir)
         else:
             launcher(load_config(job.info.recipe, job.overrides), job.info.run_dir, progress, cache_dir)
         return _Handle(rc=0)
@@ -538,7 +561,8 @@ class _Scheduler:
             logger.info("%s: %s (%d steps)", job.info.run_dir.name, state, job.info.steps)
             self.status.set(job, "running", steps_at_start=_steps_done(job.info.run_dir), started=time.time())
         else:
-            logger.info("%s: training the base model", job.key)
+            logger.info("%s: %s", job.key, "evaluating the final model" if job.kind == "eval" else
+                        "training the base model")
             self.status.set(job, "running", started=time.time())
         self.status.write(self.workers)
         t0 = time.perf_counter()
@@ -607,6 +631,9 @@ def progress_line(status: dict, now: float) -> str:
     parts = [f"runs {done}/{len(runs)} done" + (f" ({reused} reused)" if reused else "")]
     if running:
         parts.append(f"{running} running")
+    evals = [j for j in jobs.values() if j.get("kind") == "eval"]
+    if evals:
+        parts.append(f"final evaluations {sum(j['state'] in ('done', 'reused') for j in evals)}/{len(evals)} done")
     warm = [j for j in jobs.values() if j.get("kind") == "warm_start" and j["state"] == "running"]
     if warm:
         parts.append(f"{len(warm)} warm start{'s' if len(warm) > 1 else ''} running")
@@ -729,6 +756,58 @@ def load_samples(run: RunInfo | str | Path, step: int | None = None) -> list[dic
     if step == -1 and rows:
         step = max(r["step"] for r in rows)
     return [r for r in rows if r["step"] == step]
+
+
+def final_eval_path(run_dir: str | Path, problems: int) -> Path:
+    """Where `final_eval` writes the evaluation of a run's final model on `problems` problems per split."""
+    return Path(run_dir) / f"final_eval-p{problems}.json"
+
+
+def final_eval(run_dir: str | Path, problems: int, cache_dir: str | Path = DEFAULT_CACHE,
+               evaluator: Callable[..., dict] | None = None) -> Path:
+    """Evaluate a finished run's final model (`<run_dir>/model`) on `problems` problems per split, with every
+    other setting of the run's own final evaluation (benchmarks, n, temperature, top-p, response budget,
+    sampling seed), and write the rows to `final_eval_path` (atomic). For studies whose runs evaluate fewer
+    problems during training (cheap curve points) and need a precise final number. Returns the path."""
+    from fr3e.config import TrainConfig, from_dict
+    from fr3e.seeds import derive_seed
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "DONE").exists():
+        raise FileNotFoundError(f"{run_dir} has not finished training (no DONE file); train it first "
+                                "(fr3e.runs.ensure_runs or python -m fr3e.train)")
+    config = from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()))
+    d = config.data
+    if evaluator is None:
+        from fr3e.evaluate import evaluate as evaluator
+    start = time.perf_counter()
+    report = evaluator(run_dir / "model", benchmarks=list(d.eval_benchmarks), n=d.eval_n,
+                       temperature=d.eval_temperature, top_p=d.eval_top_p, max_new_tokens=d.max_response_tokens,
+                       num_problems=problems, seed=derive_seed(config.seed, "eval"),
+                       local_files=d.local_files or None, progress=False)
+    path = final_eval_path(run_dir, problems)
+    atomic_write_json(path, {"problems": problems, "n": d.eval_n, "seconds": round(time.perf_counter() - start, 2),
+                             "rows": eval_rows(report, step=config.steps)})
+    return path
+
+
+def load_final_eval(runs: Iterable[RunInfo | str | Path], problems: int) -> pd.DataFrame:
+    """The `final_eval` rows of the runs on `problems` problems per split, flattened like `load_evals`, with
+    method, arm, model, seed, run."""
+    frames = []
+    for d in run_dirs(runs):
+        meta = run_meta(d)
+        path = final_eval_path(d, problems)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: ask ensure_runs(..., final_eval_problems={problems}) "
+                                    "for it, or call fr3e.runs.final_eval")
+        df = pd.DataFrame([_flatten_eval(r) for r in json.loads(path.read_text())["rows"]])
+        for key in ("method", "arm", "model", "seed", "run"):
+            df[key] = meta[key]
+        frames.append(df)
+    if not frames:
+        raise ValueError("no runs given")
+    return pd.concat(frames, ignore_index=True)
 
 
 def first_sample(run: RunInfo | str | Path, step: int = -1, with_anchors: bool = True) -> dict:

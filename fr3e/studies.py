@@ -1,0 +1,513 @@
+"""What FR3E buys per unit of compute, and which of its parts matter (issue 12 §1, §2): the study logic behind
+`notebooks/07_compute.ipynb` and `notebooks/08_ablations.ipynb`.
+
+Not paper maths: the paper holds steps equal, never compute, and gives no K, M, scorer or modulation
+ablation. Everything here is a pure function on the DataFrames `fr3e.runs` loads, except `study_runs`,
+and `compute_runs` / `ablation_runs`, which ask `fr3e.runs.ensure_runs` for the runs (trained if missing, reused
+when finished).
+
+- **Arms.** The compute study trains GRPO++, GRPO++ with matched rollouts (`fr3e.runs.CONTROLS["matched"]`),
+  FR3E and FR3E with the adaptive exploration budget (`ADAPTIVE`, the override `fr3e.adaptive_budget=true`,
+  issue 12 §3). The ablations change one factor of the FR3E recipe at a time (`FACTORS`); the recipe's own
+  value is the plain FR3E arm, so its runs are shared with the compute study when steps and evaluation agree.
+- **Curves.** Every run evaluates a few problems every `eval_every` steps (`eval.jsonl`); `curves` puts
+  each evaluation on four x axes: training steps, generated tokens, generated + prefill tokens and training
+  wall time (Σ `time_step`, evaluation excluded), each cumulated over the steps up to it from
+  `metrics.jsonl`. The base model's evaluation on the same problems is every curve's point at x = 0.
+- **Equal x.** `paired_at_equal_x`: each seed's curve is interpolated (piecewise linear, `interpolate`) at
+  one common x, the largest every curve of both arms reaches (so no curve is extrapolated); per seed the
+  difference arm − baseline, then a 95% paired t-interval over seeds (`fr3e.stats.paired_t_interval`) and
+  the three-way verdict (`fr3e.stats.verdict`). At equal steps the study uses the final evaluation on more
+  problems instead (`fr3e.runs.final_eval`, same pairing and interval).
+- **Cost.** `phase_seconds` (step time by phase), `prefill_split` (prefill computed vs served from a prefix
+  cache), `estimate_seconds` (the wall time a plan needs on `workers` cores, from per-step and
+  per-problem costs, written into each notebook before it trains).
+
+Deviation from the issue's wording: "optimizer steps" are training steps (one rollout batch each); the tiny
+recipes take one optimizer update per batch (`optim.updates_per_batch: 1`), so the two are the same there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fr3e.runs import ARM_LABELS, CONTROLS, Control
+from fr3e.stats import fmt_mean_std, fmt_signed, mean_std, paired_t_interval
+
+# ================================================================================================ arms
+ADAPTIVE_OVERRIDE = "fr3e.adaptive_budget=true"
+ADAPTIVE = Control("fr3e_adaptive", "fr3e", "FR3E (adaptive budget)", (ADAPTIVE_OVERRIDE,))
+"""FR3E with the adaptive exploration budget (issue 12 §3): continuations per state in rounds, a settled state
+stops early and its budget moves to unsettled ones."""
+COMPUTE_ARMS = ("grpo_pp", "grpo_pp_matched", "fr3e", "fr3e_adaptive")
+"""The compute study's arms in display order (baseline first)."""
+COMPARISONS = (("fr3e", "grpo_pp"), ("fr3e", "grpo_pp_matched"), ("fr3e_adaptive", "grpo_pp"),
+               ("fr3e_adaptive", "fr3e"))
+"""(arm, baseline) pairs the compute study gives verdicts for: FR3E against both GRPO++ rows, the adaptive
+budget against GRPO++ (the issue's verdicts for its fourth arm) and against plain FR3E (what adapting buys)."""
+X_AXES = {"step": "training steps", "gen_tokens": "generated tokens",
+          "gen_prefill_tokens": "generated + prefill tokens", "train_seconds": "training wall time (s)"}
+"""The compute study's x axes: `curves` column -> axis label."""
+PHASES = ("time_generate", "time_score", "time_forward", "time_backward", "time_other")
+"""The step's phases in `metrics.jsonl` (seconds; they sum to `time_step`)."""
+
+
+def adaptive_available() -> bool:
+    """Whether this version of `fr3e.config` has the adaptive budget (`fr3e.adaptive_budget`)."""
+    from fr3e.config import FR3EConfig
+
+    return "adaptive_budget" in {f.name for f in dataclasses.fields(FR3EConfig)}
+
+
+def compute_controls(adaptive: bool | None = None) -> list[Control]:
+    """The compute study's arms beyond the two recipes: matched rollouts and, where the config has it (default:
+    `adaptive_available()`), the adaptive budget."""
+    adaptive = adaptive_available() if adaptive is None else adaptive
+    return [CONTROLS["matched"], *([ADAPTIVE] if adaptive else [])]
+
+
+@dataclasses.dataclass(frozen=True)
+class Factor:
+    """One ablated factor of the FR3E recipe: its config key, the values tried and the question it answers."""
+
+    name: str  # short name in tables: "K", "M", "scorer", "modulation"
+    key: str  # config override key, e.g. "fr3e.num_anchors"
+    values: tuple
+    question: str
+
+    @property
+    def field(self) -> str:
+        return self.key.split(".")[-1]
+
+    def arm(self, value, default) -> str:
+        """The arm of one value: "fr3e" for the recipe's own value, else e.g. "fr3e_k_1", "fr3e_scorer_random"."""
+        return "fr3e" if value == default else f"fr3e_{self.name.lower()}_{value}"
+
+    def control(self, value) -> Control:
+        return Control(self.arm(value, None), "fr3e", f"FR3E {self.name}={value}", (f"{self.key}={value}",))
+
+
+FACTORS = (
+    Factor("K", "fr3e.num_anchors", (1, 2, 4),
+           "How many anchors per trajectory does FR3E need? (the paper gives no K; the authors' script uses 4)"),
+    Factor("M", "fr3e.continuations_per_state", (4, 8, 16),
+           "How many continuations per state? (the paper gives no M; the authors' script uses 16)"),
+    Factor("scorer", "fr3e.scorer", ("entropy", "surprisal", "random", "newline"),
+           "Is entropy the reason it works, or would any branch point do?"),
+    Factor("modulation", "fr3e.modulation", ("paper", "official", "none"),
+           "Does α matter, or is the extra exploration doing the work?"),
+)
+"""issue 12 §2: one factor at a time around the tiny FR3E recipe."""
+
+
+def recipe_defaults(recipe: str | Path, factors: Sequence[Factor] = FACTORS) -> dict[str, object]:
+    """The recipe's value of every factor: {"fr3e.num_anchors": 2, ...}."""
+    from fr3e.config import load_config
+
+    config = load_config(recipe)
+    return {f.key: getattr(config.fr3e, f.field) for f in factors}
+
+
+def ablation_controls(defaults: dict, factors: Sequence[Factor] = FACTORS,
+                      values: dict[str, Sequence] | None = None) -> list[Control]:
+    """One control arm per factor value that differs from the recipe's (`defaults`, from `recipe_defaults`).
+    values: factor name -> the values to try (default: each factor's `values`)."""
+    out = []
+    for f in factors:
+        for v in (values or {}).get(f.name, f.values):
+            if v != defaults[f.key]:
+                out.append(f.control(v))
+    return out
+
+
+def labels(controls: Sequence[Control] = ()) -> dict[str, str]:
+    """Arm -> display label: the Table 1 rows, the adaptive budget and the given controls."""
+    return {**ARM_LABELS, ADAPTIVE.arm: ADAPTIVE.label, **{c.arm: c.label for c in controls}}
+
+
+# ================================================================================================ runs
+def _tiny_recipes(profile: str) -> dict:
+    from fr3e.runs import recipes
+
+    if profile != "tiny":
+        raise ValueError(f"the compute and ablation studies run the tiny profile only (got {profile!r}); on a GPU "
+                         "node use `python -m fr3e.reproduce --profile tiny compute` or plan paper runs with "
+                         "`make plan-table1`")
+    return recipes("tiny")
+
+
+def compute_runs(models: Sequence[str], seeds: Sequence[int], steps: int | None = None, eval_every: int = 20,
+                 eval_n: int | None = 16, curve_problems: int = 64, final_problems: int | None = 512,
+                 overrides: Sequence[str] = (), runs_root: str | Path = "runs", cache_dir: str | Path | None = None,
+                 profile: str = "tiny", adaptive: bool | None = None, workers: int | None = None) -> list:
+    """The compute study's runs (`fr3e.runs.ensure_runs`): GRPO++, FR3E and `compute_controls(adaptive)` ×
+    models × seeds, each evaluated on `curve_problems` problems every `eval_every` steps and at the end, then
+    its final model on `final_problems` (None: no extra evaluation). Returns the RunInfos."""
+    from fr3e.runs import DEFAULT_CACHE, ensure_runs
+
+    if eval_every < 1:
+        raise ValueError(f"eval_every={eval_every}: the curves need an evaluation every few steps (e.g. 20)")
+    return ensure_runs(_tiny_recipes(profile), models, seeds, steps=steps, runs_root=runs_root,
+                       overrides=[*overrides, f"eval_every={eval_every}"], eval_n=eval_n, eval_problems=curve_problems,
+                       cache_dir=cache_dir or DEFAULT_CACHE, controls=compute_controls(adaptive), workers=workers,
+                       final_eval_problems=final_problems or None)
+
+
+def ablation_runs(models: Sequence[str], seeds: Sequence[int], steps: int | None = None, eval_every: int = 10,
+                  eval_n: int | None = 16, curve_problems: int = 64, final_problems: int | None = 512,
+                  overrides: Sequence[str] = (), runs_root: str | Path = "runs", cache_dir: str | Path | None = None,
+                  profile: str = "tiny", values: dict[str, Sequence] | None = None, workers: int | None = None) -> list:
+    """The ablation runs: the FR3E recipe and one arm per factor value that differs from it (`ablation_controls`;
+    values: factor name -> values to try, default every value of `FACTORS`), evaluated like `compute_runs`."""
+    from fr3e.runs import DEFAULT_CACHE, ensure_runs
+
+    recipe = _tiny_recipes(profile)["fr3e"]
+    return ensure_runs({"fr3e": recipe}, models, seeds, steps=steps, runs_root=runs_root,
+                       overrides=[*overrides, f"eval_every={eval_every}"], eval_n=eval_n, eval_problems=curve_problems,
+                       cache_dir=cache_dir or DEFAULT_CACHE, workers=workers,
+                       controls=ablation_controls(recipe_defaults(recipe), values=values),
+                       final_eval_problems=final_problems or None)
+
+
+def final_evaluations(runs, final_problems: int | None) -> pd.DataFrame:
+    """The evaluation the equal-steps verdicts use: `final_eval` on `final_problems` problems, or the run's own
+    final evaluation when None."""
+    from fr3e.runs import load_final_eval, load_final_evals
+
+    return load_final_eval(runs, final_problems) if final_problems else load_final_evals(runs)
+
+
+# ============================================================================================== curves
+RUN_KEYS = ["model", "arm", "seed", "run"]
+
+
+def cumulative_costs(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per run and step: the compute spent up to the end of that step, and a step-0 row of zeros.
+
+    metrics: `fr3e.runs.load_metrics` rows (model, arm, seed, run, step, gen_tokens, prefill_tokens, time_step).
+    Returns RUN_KEYS, step, gen_tokens, gen_prefill_tokens, train_seconds (cumulative sums; evaluation time is
+    not in `time_step`, so periodic evaluations do not count as training time).
+    """
+    need = ["step", "gen_tokens", "prefill_tokens", "time_step"]
+    missing = [c for c in need if c not in metrics]
+    if missing:
+        raise ValueError(f"metrics need columns {need}; missing {missing}")
+    frames = []
+    for keys, g in metrics.groupby(RUN_KEYS, sort=False):
+        g = g.sort_values("step")
+        out = pd.DataFrame({"step": np.r_[0, g["step"].to_numpy()],
+                            "gen_tokens": np.r_[0, g["gen_tokens"].cumsum().to_numpy()],
+                            "gen_prefill_tokens": np.r_[0, (g["gen_tokens"] + g["prefill_tokens"]).cumsum().to_numpy()],
+                            "train_seconds": np.r_[0.0, g["time_step"].cumsum().to_numpy()]})
+        for k, v in zip(RUN_KEYS, keys):
+            out[k] = v
+        frames.append(out)
+    return pd.concat(frames, ignore_index=True)[[*RUN_KEYS, *X_AXES]]
+
+
+def accuracy(evals: pd.DataFrame) -> pd.DataFrame:
+    """avg@n in %, mean over the benchmarks, per (RUN_KEYS, step): columns RUN_KEYS, step, acc."""
+    return (evals.groupby([*RUN_KEYS, "step"], sort=False)["avg"].mean() * 100.0).rename("acc").reset_index()
+
+
+def curves(metrics: pd.DataFrame, evals: pd.DataFrame, base: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Accuracy against every x axis: one row per evaluation of every run (and x = 0 from the base model).
+
+    metrics: `load_metrics`; evals: `load_evals` (the periodic evaluations and the run's own final one);
+    base: `fr3e.runs.base_evals` of the same problems and n (the step-0 point of every run of that model;
+    None: curves start at the first evaluation). Returns RUN_KEYS, step, acc, and the `X_AXES` columns.
+    """
+    points = accuracy(evals)
+    if base is not None and len(base):
+        base_acc = (base.groupby("model")["avg"].mean() * 100.0).to_dict()
+        runs = points.drop_duplicates("run")[RUN_KEYS]
+        zero = runs[runs["model"].isin(base_acc)].assign(step=0)
+        zero["acc"] = zero["model"].map(base_acc)
+        points = pd.concat([zero, points[points["step"] > 0]], ignore_index=True)
+    out = points.merge(cumulative_costs(metrics), on=[*RUN_KEYS, "step"], how="inner")
+    return out.sort_values([*RUN_KEYS, "step"]).reset_index(drop=True)[[*RUN_KEYS, "step", "acc",
+                                                                         *[c for c in X_AXES if c != "step"]]]
+
+
+def interpolate(x: Sequence[float], y: Sequence[float], at: float | Sequence[float]) -> np.ndarray:
+    """y at `at`, piecewise linear between the points (x, y); nan outside [min x, max x] (never extrapolated).
+
+    x: (N,) non-decreasing (cumulative costs); at a repeated x the last y is kept. Returns an array shaped
+    like `at`.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    at = np.asarray(at, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or x.size == 0:
+        raise ValueError(f"x and y must be the same non-empty 1-D shape, got {x.shape} and {y.shape}")
+    if np.any(np.diff(x) < 0):
+        raise ValueError("x must be non-decreasing (a cumulative cost)")
+    keep = np.r_[x[1:] != x[:-1], True]  # (N,) the last point of each run of equal x
+    x, y = x[keep], y[keep]
+    out = np.interp(at, x, y)
+    return np.where((at < x[0]) | (at > x[-1]), np.nan, out)
+
+
+def common_x(curves: pd.DataFrame, x: str, arms: Sequence[str]) -> dict[str, float]:
+    """Per model: the largest x that every run of `arms` reaches (min over runs of their max x)."""
+    sub = curves[curves["arm"].isin(arms)]
+    return sub.groupby(["model", "run"])[x].max().groupby("model").min().to_dict()
+
+
+COMPARISON_COLUMNS = ["model", "x", "at", "arm", "baseline", "arm_acc", "baseline_acc", "delta", "ci_low",
+                      "ci_high", "sd", "seeds", "wins", "interval"]
+
+
+def compare_paired(model: str, x: str, at: float, arm: str, baseline: str, arm_values: dict,
+                   baseline_values: dict) -> dict | None:
+    """One `COMPARISON_COLUMNS` row from per-seed values {seed: accuracy %} of the two arms: arm − baseline
+    paired by seed (seeds with a finite value in both), 95% paired t-interval; None without a common seed."""
+    seeds = sorted(s for s in set(arm_values) & set(baseline_values)
+                   if np.isfinite(arm_values[s]) and np.isfinite(baseline_values[s]))
+    if not seeds:
+        return None
+    diff = [arm_values[s] - baseline_values[s] for s in seeds]
+    m, lo, hi = paired_t_interval(diff)
+    return {"model": model, "x": x, "at": float(at), "arm": arm, "baseline": baseline,
+            "arm_acc": float(np.mean([arm_values[s] for s in seeds])),
+            "baseline_acc": float(np.mean([baseline_values[s] for s in seeds])),
+            "delta": m, "ci_low": lo, "ci_high": hi, "sd": mean_std(diff)[1], "seeds": len(seeds),
+            "wins": int(sum(d > 0 for d in diff)),
+            "interval": f"95% paired t-interval over {len(seeds)} seeds" if len(seeds) > 1 else "1 seed"}
+
+
+def paired_at_equal_x(curves: pd.DataFrame, x: str, arm: str, baseline: str,
+                      at: dict[str, float] | float | None = None) -> pd.DataFrame:
+    """arm − baseline accuracy at one common x per model, paired by seed, with a 95% paired t-interval.
+
+    curves: `curves` rows; x: an `X_AXES` column; at: the x to compare at (one value, or per model; default
+    `common_x` of the two arms: no curve is extrapolated). Each seed's curve is interpolated at `at`; seeds
+    missing either arm (or not reaching `at`) are left out. Returns `COMPARISON_COLUMNS` (accuracies in %,
+    delta in points; ci nan with fewer than 2 seeds).
+    """
+    reach = common_x(curves, x, [arm, baseline]) if at is None else None
+    rows = []
+    for model in dict.fromkeys(curves["model"]):
+        where = reach.get(model) if reach is not None else (at.get(model) if isinstance(at, dict) else at)
+        if where is None or not np.isfinite(where):
+            continue
+        sub = curves[curves["model"] == model]
+        vals = [{seed: float(interpolate(g.sort_values(x)[x], g.sort_values(x)["acc"], where))
+                 for seed, g in sub[sub["arm"] == a].groupby("seed")} for a in (arm, baseline)]
+        row = compare_paired(model, x, where, arm, baseline, *vals)
+        if row is not None:
+            rows.append(row)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def paired_final(final_evals: pd.DataFrame, arm: str, baseline: str) -> pd.DataFrame:
+    """arm − baseline at equal steps from the final evaluations (`load_final_eval` / `load_final_evals`): the
+    mean over benchmarks per seed, paired by seed; `COMPARISON_COLUMNS` with x = "step", at = the last step."""
+    acc = accuracy(final_evals)
+    rows = []
+    for model in dict.fromkeys(acc["model"]):
+        sub = acc[acc["model"] == model]
+        vals = [sub[sub["arm"] == a].set_index("seed")["acc"].to_dict() for a in (arm, baseline)]
+        row = compare_paired(model, "step", float(sub["step"].max()), arm, baseline, *vals)
+        if row is not None:
+            rows.append(row)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def mean_curve(curves: pd.DataFrame, x: str, points: int = 40) -> pd.DataFrame:
+    """Per (model, arm): mean and std over seeds of accuracy on a grid of `points` x values from 0 to the
+    largest x any seed of the arm reaches (a seed counts only up to its own largest x).
+    Returns model, arm, x, mean, std, seeds."""
+    rows = []
+    for (model, arm), g in curves.groupby(["model", "arm"], sort=False):
+        grid = np.linspace(0.0, float(g[x].max()), points)
+        per_seed = np.array([interpolate(s.sort_values(x)[x], s.sort_values(x)["acc"], grid)
+                             for _, s in g.groupby("seed")])  # (seeds, points)
+        n = np.isfinite(per_seed).sum(axis=0)  # (points,)
+        with warnings.catch_warnings():  # a grid point no seed reaches: nan, not a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(per_seed, axis=0)
+            std = np.nanstd(per_seed, axis=0, ddof=1) if per_seed.shape[0] > 1 else np.full(points, np.nan)
+        rows.append(pd.DataFrame({"model": model, "arm": arm, "x": grid, "mean": mean,
+                                  "std": np.where(n > 1, std, np.nan), "seeds": n}))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["model", "arm", "x", "mean", "std", "seeds"])
+
+
+# ============================================================================================ verdicts
+def verdict_rows(comparisons: pd.DataFrame, claim: str, paper: str, names: dict[str, str] | None = None,
+                 what: str = "", direction: int = 1, digits: int = 1) -> list[dict]:
+    """Claims-table rows (`fr3e.claims.COLUMNS` + `DETAIL_COLUMNS`) from `paired_at_equal_x` /
+    `paired_final` rows: the verdict comes from the interval only. `claim` may use {arm}, {baseline}, {x}."""
+    from fr3e.claims import interval_claim
+
+    names = names or labels()
+    rows = []
+    for r in comparisons.itertuples():
+        a, b = names.get(r.arm, r.arm), names.get(r.baseline, r.baseline)
+        where = _fmt_x(r.x, r.at)
+        text = claim.format(arm=a, baseline=b, x=X_AXES.get(r.x, r.x))
+        ours = (f"{a} {r.arm_acc:.1f} vs {b} {r.baseline_acc:.1f} % at {where}{what}; {a} − {b}: {r.interval}")
+        rows.append(interval_claim(text, r.model, paper, ours, r.delta, r.ci_low, r.ci_high, direction,
+                                   r.interval, digits))
+    return rows
+
+
+def _fmt_x(x: str, at: float) -> str:
+    if x == "step":
+        return f"step {at:.0f}"
+    if x == "train_seconds":
+        return f"{at:.0f} s of training"
+    return f"{at / 1e6:.2f}M {X_AXES.get(x, x)}" if at >= 1e5 else f"{at:.0f} {X_AXES.get(x, x)}"
+
+
+# ================================================================================================= cost
+def phase_seconds(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean seconds per step of each phase (`PHASES`) per (model, arm): mean over each run's steps, then over
+    seeds. Columns model, arm, the phases, time_step, seeds."""
+    cols = [c for c in (*PHASES, "time_step") if c in metrics]
+    per_run = metrics.groupby(RUN_KEYS, sort=False)[cols].mean().reset_index()
+    out = per_run.groupby(["model", "arm"], sort=False)[cols].mean()
+    out["seeds"] = per_run.groupby(["model", "arm"], sort=False)["seed"].nunique()
+    return out.reset_index()
+
+
+def prefill_split(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Prefill tokens per step per (model, arm): submitted (`prefill_tokens`), computed and served from a prefix
+    cache (`prefill_computed_tokens` / `prefill_cached_tokens`, measured on the steps where the trainer knows
+    them: not right after an evaluation), the cached share, and generated tokens per step for scale.
+    Columns model, arm, gen_tokens, prefill_tokens, prefill_computed_tokens, prefill_cached_tokens,
+    cached_share, steps_measured (nan where the runs did not log the split)."""
+    rows = []
+    for (model, arm), g in metrics.groupby(["model", "arm"], sort=False):
+        row = {"model": model, "arm": arm, "gen_tokens": float(g["gen_tokens"].mean()),
+               "prefill_tokens": float(g["prefill_tokens"].mean())}
+        known = (g.dropna(subset=["prefill_computed_tokens"]) if "prefill_computed_tokens" in g
+                 else g.iloc[0:0])
+        if len(known):
+            computed = float(known["prefill_computed_tokens"].mean())
+            cached = float(known["prefill_cached_tokens"].mean())
+            share = cached / (computed + cached) if computed + cached > 0 else math.nan
+        else:
+            computed = cached = share = math.nan
+        rows.append({**row, "prefill_computed_tokens": computed, "prefill_cached_tokens": cached,
+                     "cached_share": share, "steps_measured": len(known)})
+    return pd.DataFrame(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Costs:
+    """Unit costs of the tiny world on one idle core (1 thread), for `estimate_seconds`.
+
+    grpo_step_s: one GRPO++ step of the tiny recipe (16 prompts × 8 rollouts); issue 12 §4: ~55 s / 100 steps.
+    relative: seconds per step of an arm / grpo_step_s (FR3E ~3.5×, issue 12 §4; matched rollouts generate and
+    train on as many tokens as FR3E; the adaptive budget saves part of FR3E's continuations).
+    eval_problem_s: one problem of an evaluation (3 splits × n=16 samples + greedy), measured: 128 problems in
+    14 s and 64 in 6.1 s on a core shared with another job (≈ 0.05 s idle).
+    warm_start_s: one warm start (general 800 SFT steps, math 900; 190-360 s measured, shared core).
+    startup_s: process start, model load and run directory per run.
+    """
+
+    grpo_step_s: float = 0.55
+    relative: tuple = (("grpo_pp", 1.0), ("fr3e", 3.5), ("grpo_pp_matched", 3.5), ("fr3e_adaptive", 3.0))
+    eval_problem_s: float = 0.05
+    warm_start_s: float = 250.0
+    startup_s: float = 5.0
+
+    def step_s(self, arm: str) -> float:
+        return self.grpo_step_s * dict(self.relative).get(arm, dict(self.relative)["fr3e"])
+
+
+def fr3e_relative_cost(num_anchors: int, continuations: int, base_cost: float = 3.5, k0: int = 2, m0: int = 8,
+                       fixed: float = 0.15) -> float:
+    """A step of FR3E with K anchors and M continuations relative to a GRPO++ step, scaled from the recipe's
+    (K0, M0) cost `base_cost`: the part `1 − fixed` (continuations: sampling and training) grows with the
+    states × continuations, (1 + 2K)·M (S_0 and K states of the 2 kept trajectories), the rest does not.
+    An estimate for planning; the notebook reports the measured step times beside it."""
+    share = (1 + 2 * num_anchors) * continuations / ((1 + 2 * k0) * m0)
+    return base_cost * (fixed + (1 - fixed) * share)
+
+
+def estimate_seconds(runs: Sequence[tuple[str, int]], eval_every: int, curve_problems: int, final_problems: int,
+                     warm_starts: int, workers: int, costs: Costs = Costs()) -> dict:
+    """Wall time of a study from its plan: runs (arm, steps), each evaluated on `curve_problems` every
+    `eval_every` steps and at the end, then on `final_problems` (0: none); `warm_starts` base models to train;
+    `workers` parallel one-thread processes. Work is spread evenly over the workers (the planner keeps them
+    busy; the matched runs wait for FR3E's, which go first). Returns seconds per part, total core-seconds and
+    wall = total / workers."""
+    train = sum(steps * costs.step_s(arm) + costs.startup_s for arm, steps in runs)
+    points = sum(steps // eval_every if eval_every else 1 for _, steps in runs)
+    points += sum(1 for _, steps in runs if eval_every and steps % eval_every)  # the final evaluation
+    curve = points * curve_problems * costs.eval_problem_s
+    final = len(runs) * final_problems * costs.eval_problem_s
+    warm = warm_starts * costs.warm_start_s
+    total = train + curve + final + warm
+    return {"train_s": train, "curve_eval_s": curve, "final_eval_s": final, "warm_start_s": warm,
+            "core_s": total, "workers": workers, "wall_s": total / max(1, workers), "runs": len(runs)}
+
+
+# ============================================================================================ ablations
+def ablation_table(final_evals: pd.DataFrame, curves_df: pd.DataFrame, metrics: pd.DataFrame, factor: Factor,
+                   defaults: dict) -> pd.DataFrame:
+    """One row per value of `factor` (present in the runs): final accuracy (mean ± std over seeds, %),
+    generated tokens per step, and recipe − value at equal steps (final evaluation) and at equal generated
+    tokens (curves at the largest token count both arms reach), each with its 95% paired t-interval.
+
+    final_evals: `load_final_eval` rows; curves_df: `curves`; metrics: `load_metrics`; defaults:
+    `recipe_defaults`. The recipe's own value has no delta (it is the reference)."""
+    default = defaults[factor.key]
+    acc = accuracy(final_evals)
+    tokens = metrics.groupby(["arm", "seed"])["gen_tokens"].mean().groupby("arm").mean()
+    rows = []
+    for value in factor.values:
+        arm = factor.arm(value, default)
+        if arm not in set(acc["arm"]):
+            continue
+        m, s, n = mean_std(acc.loc[acc["arm"] == arm, "acc"].tolist())
+        row = {"factor": factor.name, "value": value, "arm": arm, "recipe": value == default, "acc": m, "acc_std": s,
+               "acc_text": fmt_mean_std(m, s), "seeds": n, "gen_tokens_per_step": float(tokens.get(arm, math.nan))}
+        for label, comp in (("steps", paired_final(final_evals, "fr3e", arm) if arm != "fr3e" else None),
+                            ("tokens", paired_at_equal_x(curves_df, "gen_tokens", "fr3e", arm)
+                             if arm != "fr3e" else None)):
+            r = comp.iloc[0] if comp is not None and len(comp) else None
+            row[f"delta_{label}"] = r["delta"] if r is not None else math.nan
+            row[f"ci_low_{label}"] = r["ci_low"] if r is not None else math.nan
+            row[f"ci_high_{label}"] = r["ci_high"] if r is not None else math.nan
+            row[f"at_{label}"] = r["at"] if r is not None else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ablation_claims(final_evals: pd.DataFrame, curves_df: pd.DataFrame, factor: Factor, defaults: dict,
+                    names: dict[str, str] | None = None) -> list[dict]:
+    """Claims rows for one factor: "the recipe's value does at least as well as value v", at equal steps
+    and at equal generated tokens, per value v ≠ the recipe's (estimate = recipe − v)."""
+    default = defaults[factor.key]
+    names = names or {}
+    rows = []
+    for value in factor.values:
+        arm = factor.arm(value, default)
+        if arm == "fr3e" or arm not in set(final_evals["arm"]):
+            continue
+        claim = f"{factor.name}={default} (recipe) ≥ {factor.name}={value}, at equal {{x}}"
+        nm = {"fr3e": f"{factor.name}={default}", arm: f"{factor.name}={value}", **names}
+        rows += verdict_rows(paired_final(final_evals, "fr3e", arm), claim, factor.question, nm,
+                             " (final evaluation)")
+        rows += verdict_rows(paired_at_equal_x(curves_df, "gen_tokens", "fr3e", arm), claim, factor.question, nm,
+                             " (curves)")
+    return rows
+
+
+def describe_comparison(row: dict | pd.Series, names: dict[str, str] | None = None) -> str:
+    """"FR3E − GRPO++ +1.2 [−0.5, +2.9] at 1.37M generated tokens" for one comparison row."""
+    names = names or labels()
+    ci = (f" [{fmt_signed(row['ci_low'])}, {fmt_signed(row['ci_high'])}]"
+          if np.isfinite(row["ci_low"]) else " (no interval)")
+    return (f"{names.get(row['arm'], row['arm'])} − {names.get(row['baseline'], row['baseline'])} "
+            f"{fmt_signed(row['delta'])}{ci} at {_fmt_x(row['x'], row['at'])}")

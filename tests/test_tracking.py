@@ -100,3 +100,18 @@ def test_no_dashboard_writes_no_tensorboard_directory(tmp_path):
     config = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml", TINY + ["steps=1", "eval_every=0"])
     run = train(config, tmp_path / "run", progress=False, cache_dir=CACHE)
     assert not (Path(run) / "tensorboard").exists() and (Path(run) / "DONE").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb not installed (extra 'wandb')")
+def test_wandb_offline_run_holds_the_metrics_and_the_config(tmp_path, monkeypatch):
+    from fr3e.trainer import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")  # no network, no account: wandb writes a local run to sync later
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml", TINY + ["report_to=wandb"])
+    run = Path(train(config, tmp_path / "run", progress=False, cache_dir=CACHE))
+    files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    data = files[0].read_bytes()  # wandb's record log (protobuf records; keys are stored as text)
+    for key in (b"train/reward_all_mean", b"eval/easy/avg", b"optim.lr"):
+        assert key in data, key

@@ -12,7 +12,7 @@ PROFILE ?= auto
 NOTEBOOKS := walkthrough table1 entropy length advantage all_right
 
 .DEFAULT_GOAL := help
-.PHONY: help env test unit lint nbval reproduce smoke lab bench plan-table1 gpu-smoke clean-runs rehearse-table1 \
+.PHONY: help env test unit lint nbval reproduce smoke lab bench bench-gpu plan-table1 gpu-smoke clean-runs rehearse-table1 \
         test-vllm-cpu \
         $(addprefix reproduce-,$(NOTEBOOKS))
 
@@ -58,6 +58,9 @@ lab: $(STAMP)  ## open JupyterLab on notebooks/
 
 bench: $(STAMP)  ## engine tok/s, FR3E and GRPO++ step time by phase, ratio to TRL GRPOTrainer
 	OMP_WAIT_POLICY=PASSIVE $(PY) reproduce/bench.py
+
+bench-gpu: $(STAMP)  ## rollout tok/s on a GPU: HF engine vs model.generate vs vLLM, Qwen2.5 0.5B/7B layouts (<5 min; tiny CPU shape without a GPU)
+	$(PY) reproduce/bench_gpu.py --out runs/bench_gpu.json
 
 rehearse-table1: $(STAMP)  ## CPU dress rehearsal of reproduce-table1 PROFILE=paper: 2-process FSDP/DDP, kill+resume, notebook (~10 min)
 	OMP_NUM_THREADS=1 $(PY) -m fr3e.rehearsal --dir runs/rehearsal

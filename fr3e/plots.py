@@ -12,6 +12,9 @@ seed), optional trailing moving average over `smooth` steps (applied per seed, b
 | `plot_composition`     | Figs. 7-8      | share of All-Right / All-Wrong / mixed groups |
 | `plot_table1`          | Table 1        | avg@n accuracy, %                             |
 | `plot_walkthrough`     | Figs. 1-2      | tokens by entropy, anchors, V(S_j), α         |
+| `plot_compute_curves`  | issue 12 §1    | accuracy vs steps / tokens / wall time        |
+| `plot_phases`          | issue 12 §1    | seconds per step by phase, stacked            |
+| `plot_ablation`        | issue 12 §2    | accuracy, tokens per step vs a factor's value |
 
 Figures are created with pyplot and closed before being returned, so a notebook shows each once (as the
 cell's value) and a script never accumulates open figures. No backend is forced here: tests select Agg.
@@ -337,3 +340,103 @@ def plot_walkthrough(sample: dict, trajectory_id: int | None = None, cmap: str =
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+# ================================================================================ compute and ablations
+STUDY_COLORS = {"grpo_pp": "#4C72B0", "grpo_pp_matched": "#55A868", "fr3e": "#C44E52", "fr3e_adaptive": "#8172B2"}
+"""Arm colours of the compute study (Table 1's for the arms it shares)."""
+
+
+def plot_compute_curves(mean_curves: dict[str, pd.DataFrame], comparisons: pd.DataFrame | None = None,
+                        names: dict[str, str] | None = None):
+    """Accuracy against each x axis (columns) per base model (rows): mean over seeds with ± std band.
+
+    mean_curves: x column -> `fr3e.studies.mean_curve` of that x; comparisons: `paired_at_equal_x` rows whose
+    `at` is marked with a dotted line (the x where the verdicts are read); names: arm -> label."""
+    from fr3e.studies import X_AXES
+
+    names = names or METHOD_LABELS
+    axes_x = list(mean_curves)
+    first = next(iter(mean_curves.values()))
+    models = _models(first)
+    fig, axes = plt.subplots(len(models), len(axes_x), figsize=(4.2 * len(axes_x), 3.3 * len(models)), squeeze=False,
+                             sharey="row")
+    arms = [a for a in STUDY_COLORS if a in set(first["arm"])] + sorted(set(first["arm"]) - set(STUDY_COLORS))
+    for i, model in enumerate(models):
+        for j, x in enumerate(axes_x):
+            ax = axes[i][j]
+            df = mean_curves[x]
+            for arm in arms:
+                g = df[(df["model"] == model) & (df["arm"] == arm)]
+                if g.empty:
+                    continue
+                color = STUDY_COLORS.get(arm)
+                ax.plot(g["x"], g["mean"], color=color, lw=1.6)
+                if g["std"].notna().any():
+                    ax.fill_between(g["x"], g["mean"] - g["std"], g["mean"] + g["std"], color=color, alpha=0.15, lw=0)
+            if comparisons is not None and len(comparisons):
+                for at in set(comparisons.loc[(comparisons["model"] == model) & (comparisons["x"] == x), "at"]):
+                    ax.axvline(at, color="black", lw=0.8, ls=":")
+            ax.set_xlabel(X_AXES.get(x, x))
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel(f"{model_title(model)}\navg@n, mean over splits (%)", fontsize="small")
+    handles = [Line2D([], [], color=STUDY_COLORS.get(a), lw=2, label=names.get(a, a)) for a in arms]
+    handles.append(Line2D([], [], color="black", lw=0.8, ls=":", label="x where the verdict is read"))
+    n = int(first["seeds"].max()) if len(first) else 0
+    fig.suptitle(f"periodic evaluations, mean ± std over {n} seeds" if n > 1 else "periodic evaluations, 1 seed",
+                 fontsize="small", y=0.995)
+    return _finish(fig, handles, ncol=len(handles))
+
+
+PHASE_COLORS = {"time_generate": "#4C72B0", "time_score": "#DD8452", "time_forward": "#55A868",
+                "time_backward": "#C44E52", "time_other": "#8C8C8C"}
+
+
+def plot_phases(phases: pd.DataFrame, names: dict[str, str] | None = None):
+    """Seconds per step split by phase (generate / score / forward / backward / other), a stacked bar per arm,
+    one panel per base model. phases: `fr3e.studies.phase_seconds`."""
+    names = names or METHOD_LABELS
+    models = _models(phases)
+    fig, axes = _panels(len(models), size=(5.0, 3.6))
+    cols = [c for c in PHASE_COLORS if c in phases]
+    for ax, model in zip(axes[0], models):
+        sub = phases[phases["model"] == model]
+        arms = [a for a in STUDY_COLORS if a in set(sub["arm"])] + sorted(set(sub["arm"]) - set(STUDY_COLORS))
+        sub = sub.set_index("arm").loc[arms]
+        bottom = np.zeros(len(arms))
+        for c in cols:
+            ax.bar(np.arange(len(arms)), sub[c].to_numpy(), 0.6, bottom=bottom, color=PHASE_COLORS[c])
+            bottom += sub[c].to_numpy()
+        ax.set_xticks(np.arange(len(arms)))
+        ax.set_xticklabels([names.get(a, a).replace(" (", "\n(") for a in arms], fontsize="small")
+        ax.set_title(model_title(model), fontsize="medium")
+        ax.set_ylabel("seconds per training step")
+        ax.grid(axis="y", alpha=0.3)
+    handles = [Patch(color=PHASE_COLORS[c], label=c.removeprefix("time_")) for c in cols]
+    return _finish(fig, handles, ncol=len(handles))
+
+
+def plot_ablation(table: pd.DataFrame):
+    """One row per factor: final accuracy (mean ± std over seeds) and generated tokens per step against the
+    factor's value; the recipe's value is the red bar. table: `fr3e.studies.ablation_table` rows (one or more
+    factors)."""
+    factors = list(dict.fromkeys(table["factor"]))
+    fig, axes = plt.subplots(len(factors), 2, figsize=(9.0, 3.0 * len(factors)), squeeze=False)
+    for i, factor in enumerate(factors):
+        sub = table[table["factor"] == factor]
+        x = np.arange(len(sub))
+        colors = [COLORS["fr3e"] if r else "#9A9A9A" for r in sub["recipe"]]
+        err = np.nan_to_num(sub["acc_std"].to_numpy()) if sub["acc_std"].notna().any() else None
+        axes[i][0].bar(x, sub["acc"], 0.6, yerr=err, color=colors, capsize=3, error_kw={"lw": 0.8})
+        axes[i][0].set_ylabel("final avg@n (%)")
+        axes[i][1].bar(x, sub["gen_tokens_per_step"] / 1e3, 0.6, color=colors)
+        axes[i][1].set_ylabel("generated tokens / step (k)")
+        for ax in axes[i]:
+            ax.set_xticks(x)
+            ax.set_xticklabels([str(v) for v in sub["value"]])
+            ax.set_xlabel(factor)
+            ax.grid(axis="y", alpha=0.3)
+    n = int(table["seeds"].max()) if len(table) else 0
+    fig.suptitle(f"red: the recipe's value; error bars ± std over {n} seeds", fontsize="small", y=0.995)
+    return _finish(fig)

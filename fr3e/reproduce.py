@@ -8,6 +8,8 @@ smoke values again), executes the notebook with the `python3` kernel in `noteboo
 executed notebook (huge outputs trimmed) as `<results_dir>/<artefact>/<notebook>.ipynb`, next to the
 `data.csv`, `summary.json`, `figure.png` and `provenance.json` the notebook writes itself. The wall time
 of each notebook is added to that provenance, and the total goes to `<results_dir>/reproduce.json`.
+`all` runs every artefact but the studies (`STUDIES`: compute, ablations), each of which is its own target
+with its own hour of training; running one rewrites `<results_dir>/README.md` like `all` does.
 
 Profiles: `tiny` (CPU, the embedded arithmetic world, minutes to an hour on 2 cores) and `paper` (Qwen2.5
 on CUDA GPUs, needs `pip install -e '.[gpu]'` and days of a GPU node). `auto` picks `paper` when
@@ -39,8 +41,13 @@ NOTEBOOKS = {
     "length": "04_length.ipynb",
     "advantage": "05_advantage.ipynb",
     "all_right": "06_all_right.ipynb",
+    "compute": "07_compute.ipynb",
+    "ablations": "08_ablations.ipynb",
 }
 """Artefact -> notebook, in execution order (table1 trains the runs the later notebooks read)."""
+STUDIES = ("compute", "ablations")
+"""Artefacts that `all` leaves out (issue 12 §4): each is its own target with its own hour on 2 cores
+(`make reproduce-compute`, `make reproduce-ablations`), training runs of its own."""
 KERNEL = "python3"
 
 SMOKE_PARAMETERS = {
@@ -62,6 +69,16 @@ SMOKE_PARAMETERS = {
     "k": 4,
     "m": 8,
     "seed": 0,
+    "study_seeds": [0],
+    "study_steps": 2,
+    "study_overrides": [],
+    "eval_every": 1,
+    "curve_problems": 4,
+    "final_problems": 8,
+    "ablation_models": ["general"],
+    "ablation_steps": 2,
+    "ablation_eval_every": 1,
+    "ablation_values": {"K": [1, 2], "scorer": ["entropy", "random"]},
 }
 """The notebooks' `parameters` defaults (nbval runs them; a test checks every notebook agrees). Paths are
 relative to notebooks/, where the kernel runs."""
@@ -69,6 +86,13 @@ relative to notebooks/, where the kernel runs."""
 TINY_SEEDS = [0, 1, 2, 3, 4]
 """Training seeds per arm of the full tiny reproduction (issue 11 §2: at least 5 seeds per arm for Table 1; the
 coin-reward control trains the first 3, `fr3e.runs.CONTROLS`)."""
+STUDY_PARAMETERS = {"study_seeds": [0, 1, 2], "study_steps": None, "study_overrides": [], "eval_every": 20,
+                    "curve_problems": 64, "final_problems": 512, "ablation_models": ["general"],
+                    "ablation_steps": 50, "ablation_eval_every": 10, "ablation_values": None}
+"""The full tiny values of the compute and ablation studies (issue 12 §4: each under 60 minutes on 2 cores;
+the estimate is in each notebook): 3 seeds; compute at the recipe's 100 steps on both base models with 64
+problems per split every 20 steps, ablations at 50 steps on `general` every 10 steps; every final model
+evaluated on 512 problems per split, like Table 1."""
 TINY_EVAL_PROBLEMS = 512
 """Problems per evaluation split of the full tiny reproduction (issue 11 §2: at least 512; 128 problems × n=16
 gave about ±6 points per split). Training steps, learning rate and the rest come from the recipes
@@ -133,7 +157,8 @@ def full_parameters(profile: str) -> dict:
     if profile == "tiny":
         return {**SMOKE_PARAMETERS, "models": ["general", "math"], "seeds": list(TINY_SEEDS), "steps": None,
                 "eval_n": 16, "eval_problems": TINY_EVAL_PROBLEMS, "overrides": [], "runs_root": "../runs",
-                "results_dir": "../results", "controls": ["coin", "matched"], "smooth": 5, "m": 16}
+                "results_dir": "../results", "controls": ["coin", "matched"], "smooth": 5, "m": 16,
+                **STUDY_PARAMETERS}
     if profile == "paper":
         model = next(iter(PAPER_BASE_MODELS))
         return {**SMOKE_PARAMETERS, "profile": "paper", "models": list(PAPER_BASE_MODELS), "seeds": [0],
@@ -323,10 +348,11 @@ def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False
     """Run the notebooks of `targets` ("all" or artefact names) in order; returns the timing record."""
     chosen, why = select_profile("tiny" if smoke and profile == "auto" else profile, device_count)
     logger.info("profile %s (%s)%s", chosen, why, ", smoke parameters" if smoke else "")
-    names = list(NOTEBOOKS) if "all" in targets else [t for t in NOTEBOOKS if t in targets]
+    names = [t for t in NOTEBOOKS if t in targets or ("all" in targets and t not in STUDIES)]
     unknown = [t for t in targets if t != "all" and t not in NOTEBOOKS]
     if unknown:
-        raise ValueError(f"unknown artefact(s) {unknown}; choose from all, {', '.join(NOTEBOOKS)}")
+        raise ValueError(f"unknown artefact(s) {unknown}; choose from all, {', '.join(NOTEBOOKS)} (all leaves out "
+                         f"{' and '.join(STUDIES)})")
     record: dict = {"profile": chosen, "profile_reason": why, "smoke": smoke, "git_sha": git_sha(),
                     "notebooks": {}, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     start = time.perf_counter()
@@ -355,8 +381,9 @@ def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False
             line.close()
     record["total_seconds"] = round(time.perf_counter() - start, 1)
     if not dry_run and results_dir is not None:
-        atomic_write_json(resolve(results_dir) / "reproduce.json", record)
-        if "all" in targets:
+        if any(n not in STUDIES for n in names):  # a study alone keeps its time in its own provenance.json
+            atomic_write_json(resolve(results_dir) / "reproduce.json", record)
+        if "all" in targets or any(n in STUDIES for n in names):
             from fr3e.results import write_results_readme
 
             write_results_readme(resolve(results_dir))
@@ -388,7 +415,7 @@ def _main(argv: Sequence[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m fr3e.reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", default=["all"], metavar="ARTEFACT",
-                        help=f"all (default) or any of: {', '.join(NOTEBOOKS)}")
+                        help=f"all (default; without {' and '.join(STUDIES)}) or any of: {', '.join(NOTEBOOKS)}")
     parser.add_argument("--profile", default="auto", choices=("auto", "tiny", "paper"),
                         help="auto: paper when CUDA GPUs are visible, tiny otherwise")
     parser.add_argument("--smoke", action="store_true", help="fast smoke parameters (the notebooks' defaults)")

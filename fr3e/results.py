@@ -473,16 +473,19 @@ def figure_png(figure, dpi: int = 100) -> bytes:
 
 
 def write_artefact(out_dir: str | Path, data: pd.DataFrame, summary: dict, figure, provenance: dict,
-                   dpi: int = 100) -> Path:
+                   dpi: int = 100, figures: dict | None = None) -> Path:
     """Write data.csv, summary.json, figure.png (dpi ≤ 110) and provenance.json into `out_dir`, atomically.
 
-    `summary` may hold DataFrames (written as lists of records). Returns `out_dir`.
+    `summary` may hold DataFrames (written as lists of records); `figures`: more figures, name -> figure,
+    written as `<name>.png`. Returns `out_dir`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "data.csv", data.to_csv(index=not isinstance(data.index, pd.RangeIndex)))
     atomic_write_json(out_dir / "summary.json", _jsonable(summary))
     atomic_write_bytes(out_dir / "figure.png", figure_png(figure, dpi))
+    for name, extra in (figures or {}).items():
+        atomic_write_bytes(out_dir / f"{name}.png", figure_png(extra, dpi))
     atomic_write_json(out_dir / "provenance.json", _jsonable(provenance))
     logger.info("artefact written to %s", out_dir)
     return out_dir
@@ -513,6 +516,8 @@ ARTEFACT_TITLES = {
     "length": "Response length (Fig. 4)",
     "advantage": "Advantage distribution (Fig. 5)",
     "all_right": "All-Right / All-Wrong composition (Figs. 7-8)",
+    "compute": "What FR3E buys per token: accuracy at equal steps, tokens and wall time (`make reproduce-compute`)",
+    "ablations": "Ablations: K, M, scorer, modulation (`make reproduce-ablations`)",
 }
 
 
@@ -552,6 +557,10 @@ def results_readme(results_dir: str | Path) -> str:
             cols = [c for c in ("model", "system", "easy", "medium", "hard", "avg", "seeds") if c in summary["table"][0]]
             lines += ["avg@16 in % (mean ± std over seeds):", "", _md_table(summary["table"], cols)]
             lines += _table1_readme(summary)
+        for table in summary.get("readme_tables") or []:  # the studies' key numbers (fr3e.studies)
+            lines += [table["title"], ""] + ([_md_table(table["rows"], table["columns"])] if table["rows"] else [])
+        for note in summary.get("readme_notes") or []:
+            lines += [note, ""]
         if summary.get("claims_recomputed"):
             lines += [f"Claims {summary['claims_recomputed']}.", ""]
         claims = summary.get("claims") or []

@@ -511,3 +511,172 @@ def describe_comparison(row: dict | pd.Series, names: dict[str, str] | None = No
           if np.isfinite(row["ci_low"]) else " (no interval)")
     return (f"{names.get(row['arm'], row['arm'])} − {names.get(row['baseline'], row['baseline'])} "
             f"{fmt_signed(row['delta'])}{ci} at {_fmt_x(row['x'], row['at'])}")
+
+
+def ablation_panel(final_evals: pd.DataFrame, curves_df: pd.DataFrame, metrics: pd.DataFrame, factor: Factor,
+                   defaults: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(`ablation_table`, its claims as a DataFrame with `fr3e.claims.COLUMNS` + `DETAIL_COLUMNS`) of one factor."""
+    from fr3e.claims import COLUMNS, DETAIL_COLUMNS
+
+    table = ablation_table(final_evals, curves_df, metrics, factor, defaults)
+    claims = pd.DataFrame(ablation_claims(final_evals, curves_df, factor, defaults), columns=COLUMNS + DETAIL_COLUMNS)
+    return table, claims
+
+
+def factor(name: str) -> Factor:
+    """The `FACTORS` entry called `name` ("K", "M", "scorer", "modulation")."""
+    for f in FACTORS:
+        if f.name == name:
+            return f
+    raise ValueError(f"unknown factor {name!r}; choose from {[f.name for f in FACTORS]}")
+
+
+def ablation_readme(tables: pd.DataFrame) -> list[dict]:
+    """results/README.md tables of the ablations: per factor, each value's accuracy, tokens per step and
+    recipe − value at equal steps and at equal generated tokens with their intervals."""
+    out = []
+    for name, sub in tables.groupby("factor", sort=False):
+        rows = []
+        for r in sub.itertuples():
+            rows.append({"value": f"{r.value}{' (recipe)' if r.recipe else ''}", "final avg@n %": r.acc_text,
+                         "gen tokens / step": f"{r.gen_tokens_per_step / 1e3:.1f}k",
+                         "recipe − value, equal steps": _ci_text(r.delta_steps, r.ci_low_steps, r.ci_high_steps),
+                         "recipe − value, equal tokens": _ci_text(r.delta_tokens, r.ci_low_tokens, r.ci_high_tokens),
+                         "seeds": r.seeds})
+        f = factor(name)
+        out.append({"title": f"**{name}** (`{f.key}`): {f.question}", "columns": list(rows[0]) if rows else [],
+                    "rows": rows})
+    return out
+
+
+def _ci_text(delta: float, low: float, high: float) -> str:
+    if delta is None or not np.isfinite(delta):
+        return "–"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{fmt_signed(delta)} (no interval)"
+    return f"{fmt_signed(delta)} [{fmt_signed(low)}, {fmt_signed(high)}]"
+
+
+# ====================================================================================== compute study
+def plan(arms: Sequence[str], models: Sequence[str], seeds: Sequence[int], steps: int | None,
+         recipe: str | Path | None = None) -> list[tuple[str, int]]:
+    """(arm, steps) of every run of a study, for `estimate_seconds` (steps None: the recipe's)."""
+    if steps is None:
+        from fr3e.config import load_config
+        from fr3e.runs import recipes
+
+        steps = load_config(recipe or recipes("tiny")["fr3e"]).steps
+    return [(arm, steps) for arm in arms for _ in models for _ in seeds]
+
+
+def ablation_costs(defaults: dict, values: dict[str, Sequence] | None = None, costs: Costs = Costs()) -> Costs:
+    """`costs` with each ablation arm's relative step cost (`fr3e_relative_cost` for K and M; the recipe's
+    FR3E cost for the scorer and the modulation, which change no amount of sampling)."""
+    k0, m0 = defaults["fr3e.num_anchors"], defaults["fr3e.continuations_per_state"]
+    base = dict(costs.relative)["fr3e"]
+    rel = dict(costs.relative)
+    for c in ablation_controls(defaults, values=values):
+        key, value = c.overrides[0].split("=", 1)
+        k = int(value) if key == "fr3e.num_anchors" else k0
+        m = int(value) if key == "fr3e.continuations_per_state" else m0
+        rel[c.arm] = fr3e_relative_cost(k, m, base, k0, m0)
+    return dataclasses.replace(costs, relative=tuple(rel.items()))
+
+
+def compare_all(final_evals: pd.DataFrame, curves_df: pd.DataFrame,
+                pairs: Sequence[tuple[str, str]] = COMPARISONS) -> pd.DataFrame:
+    """Every (arm, baseline) of `pairs` present in the runs, at equal steps (final evaluation) and at equal x of
+    every other `X_AXES` column (curves): `COMPARISON_COLUMNS` rows."""
+    present = set(curves_df["arm"])
+    frames = []
+    for arm, baseline in pairs:
+        if arm not in present or baseline not in present:
+            continue
+        frames.append(paired_final(final_evals, arm, baseline))
+        for x in X_AXES:
+            if x != "step":
+                frames.append(paired_at_equal_x(curves_df, x, arm, baseline))
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COMPARISON_COLUMNS)
+
+
+COMPUTE_CLAIM = "{arm} ≥ {baseline} at equal {x}"
+COMPUTE_PAPER = ("Table 1 compares at equal steps only (FR3E samples ~164 generations per prompt against GRPO++'s "
+                 "4); no published comparison holds compute equal")
+
+
+def compute_claims(comparisons: pd.DataFrame, names: dict[str, str] | None = None) -> pd.DataFrame:
+    """Claims rows (`fr3e.claims.COLUMNS` + `DETAIL_COLUMNS`) of `compare_all`: equal steps from the final
+    evaluation, the other axes from the curves."""
+    from fr3e.claims import COLUMNS, DETAIL_COLUMNS
+
+    rows = []
+    for r in comparisons.itertuples():
+        one = pd.DataFrame([r._asdict()]).drop(columns="Index")
+        what = " (final evaluation)" if r.x == "step" else " (curves)"
+        rows += verdict_rows(one, COMPUTE_CLAIM, COMPUTE_PAPER, names, what)
+    return pd.DataFrame(rows, columns=COLUMNS + DETAIL_COLUMNS)
+
+
+def token_saving(metrics: pd.DataFrame, arm: str = "fr3e_adaptive", baseline: str = "fr3e") -> pd.DataFrame:
+    """Generated tokens per step of `arm` against `baseline` per model: means over each run's steps, the
+    saving 1 − arm / baseline in % per seed (paired), mean with its 95% t-interval. Empty without both arms.
+    Columns model, arm_tokens, baseline_tokens, saving, ci_low, ci_high, seeds."""
+    per_run = metrics.groupby(["model", "arm", "seed"])["gen_tokens"].mean()
+    rows = []
+    for model in dict.fromkeys(metrics["model"]):
+        try:
+            a, b = per_run.loc[(model, arm)], per_run.loc[(model, baseline)]
+        except KeyError:
+            continue
+        seeds = sorted(set(a.index) & set(b.index))
+        if not seeds:
+            continue
+        saving = [100.0 * (1 - a[s] / b[s]) for s in seeds]
+        m, lo, hi = paired_t_interval(saving)
+        rows.append({"model": model, "arm_tokens": float(a[seeds].mean()), "baseline_tokens": float(b[seeds].mean()),
+                     "saving": m, "ci_low": lo, "ci_high": hi, "seeds": len(seeds)})
+    return pd.DataFrame(rows, columns=["model", "arm_tokens", "baseline_tokens", "saving", "ci_low", "ci_high",
+                                       "seeds"])
+
+
+def compute_readme(comparisons: pd.DataFrame, phases: pd.DataFrame, prefill: pd.DataFrame, saving: pd.DataFrame,
+                   names: dict[str, str] | None = None) -> list[dict]:
+    """results/README.md tables of the compute study: accuracy of each arm at equal generated tokens, the
+    adaptive budget's saving, step time by phase, prefill computed vs cached."""
+    names = names or labels()
+    tok = comparisons[comparisons["x"] == "gen_tokens"]
+    out = [{"title": "Accuracy at equal generated tokens (avg@n over the splits, %, curves interpolated at the "
+                     "largest token count both arms reach; mean over seeds):",
+            "columns": ["model", "arm", "baseline", "at", "arm acc", "baseline acc", "arm − baseline [95% CI]", "seeds"],
+            "rows": [{"model": r.model, "arm": names.get(r.arm, r.arm), "baseline": names.get(r.baseline, r.baseline),
+                      "at": _fmt_x(r.x, r.at), "arm acc": f"{r.arm_acc:.1f}", "baseline acc": f"{r.baseline_acc:.1f}",
+                      "arm − baseline [95% CI]": _ci_text(r.delta, r.ci_low, r.ci_high), "seeds": r.seeds}
+                     for r in tok.itertuples()]}]
+    if len(saving):
+        out.append({"title": "The adaptive budget's saving (generated tokens per step against FR3E, %):",
+                    "columns": ["model", "FR3E (adaptive) tokens / step", "FR3E tokens / step", "saving [95% CI]",
+                                "seeds"],
+                    "rows": [{"model": r.model, "FR3E (adaptive) tokens / step": f"{r.arm_tokens / 1e3:.1f}k",
+                              "FR3E tokens / step": f"{r.baseline_tokens / 1e3:.1f}k",
+                              "saving [95% CI]": _ci_text(r.saving, r.ci_low, r.ci_high), "seeds": r.seeds}
+                             for r in saving.itertuples()]})
+    cols = [c for c in PHASES if c in phases]
+    out.append({"title": "Seconds per training step by phase (mean over steps and seeds):",
+                "columns": ["model", "arm", *[c.removeprefix("time_") for c in cols], "step"],
+                "rows": [{"model": r["model"], "arm": names.get(r["arm"], r["arm"]),
+                          **{c.removeprefix("time_"): f"{r[c]:.2f}" for c in cols}, "step": f"{r['time_step']:.2f}"}
+                         for _, r in phases.iterrows()]})
+    out.append({"title": "Prefill tokens per step: submitted, computed, served from a prefix cache (the HF engine "
+                         "computes a prompt once for all its samples; measured on steps not right after an "
+                         "evaluation):",
+                "columns": ["model", "arm", "generated", "prefill", "computed", "cached", "cached share"],
+                "rows": [{"model": r.model, "arm": names.get(r.arm, r.arm), "generated": f"{r.gen_tokens / 1e3:.1f}k",
+                          "prefill": f"{r.prefill_tokens / 1e3:.1f}k",
+                          "computed": "–" if not np.isfinite(r.prefill_computed_tokens)
+                          else f"{r.prefill_computed_tokens / 1e3:.1f}k",
+                          "cached": "–" if not np.isfinite(r.prefill_cached_tokens)
+                          else f"{r.prefill_cached_tokens / 1e3:.1f}k",
+                          "cached share": "–" if not np.isfinite(r.cached_share) else f"{100 * r.cached_share:.0f}%"}
+                         for r in prefill.itertuples()]})
+    return out

@@ -62,7 +62,9 @@ def test_parameters_are_restricted_to_declared_names():
 
 def test_dry_run_plans_every_notebook_in_order():
     record = reproduce.reproduce(["all"], profile="auto", smoke=True, dry_run=True, device_count=0)
-    assert list(record["notebooks"]) == list(reproduce.NOTEBOOKS)
+    assert list(record["notebooks"]) == [a for a in reproduce.NOTEBOOKS if a not in reproduce.STUDIES]
+    studies = reproduce.reproduce(["compute", "ablations"], profile="tiny", dry_run=True, device_count=0)
+    assert list(studies["notebooks"]) == ["compute", "ablations"]  # issue 12 §4: their own targets, not in all
     assert record["profile"] == "tiny" and record["smoke"] is True
     one = reproduce.reproduce(["entropy"], profile="tiny", dry_run=True, device_count=0)
     assert list(one["notebooks"]) == ["entropy"]

@@ -13,7 +13,7 @@ NOTEBOOKS := walkthrough table1 entropy length advantage all_right
 
 .DEFAULT_GOAL := help
 .PHONY: help env test unit lint nbval reproduce smoke lab bench bench-gpu plan-table1 gpu-smoke clean-runs rehearse-table1 \
-        test-vllm-cpu \
+        test-vllm-cpu reproduce-compute reproduce-ablations \
         $(addprefix reproduce-,$(NOTEBOOKS))
 
 help:  ## list every target with one line each
@@ -49,6 +49,12 @@ reproduce: $(STAMP)  ## run every notebook in order with papermill (tiny profile
 
 $(addprefix reproduce-,$(NOTEBOOKS)): reproduce-%: $(STAMP)  ## (one per artefact) e.g. make reproduce-table1 PROFILE=tiny|paper
 	$(PY) -m fr3e.reproduce --profile $(PROFILE) $*
+
+reproduce-compute: $(STAMP)  ## FR3E vs GRPO++ at equal steps, tokens and wall time (tiny, ~45 min on 2 cores; not in reproduce)
+	$(PY) -m fr3e.reproduce --profile tiny compute
+
+reproduce-ablations: $(STAMP)  ## K, M, scorer and modulation one at a time (tiny, ~40 min on 2 cores; not in reproduce)
+	$(PY) -m fr3e.reproduce --profile tiny ablations
 
 smoke: $(STAMP)  ## every notebook with smoke parameters (fast, results to runs/smoke)
 	$(PY) -m fr3e.reproduce --profile tiny --smoke all

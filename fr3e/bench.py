@@ -320,3 +320,24 @@ def _versions() -> dict:
 
 def to_json(result: dict) -> str:
     return json.dumps(result, indent=1, sort_keys=False, default=float)
+
+
+def main(argv=None) -> int:
+    """`python -m fr3e.bench [options]`: the `make bench` command line (reproduce/bench.py) of this checkout.
+
+    The benchmark's recipes live in the checkout's reproduce/configs, so it runs from a checkout, not from an
+    installed wheel; without one the answer is one line on stderr and status 2.
+    """
+    import runpy
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "reproduce" / "bench.py"
+    if not script.exists():
+        sys.stderr.write(f"error: {script} not found: the benchmark needs a checkout of the repository "
+                         "(its recipes live in reproduce/configs); run `python -m fr3e.bench` from one.\n")
+        return 2
+    return runpy.run_path(str(script))["main"](argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -258,3 +258,26 @@ def test_progress_line_counts_final_evaluations():
     status = {"jobs": {"a": {"kind": "run", "state": "done", "steps": 4, "steps_done": 4},
                        "eval-a": {"kind": "eval", "state": "done"}, "eval-b": {"kind": "eval", "state": "pending"}}}
     assert "final evaluations 1/2 done" in runs.progress_line(status, 0.0)
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def test_study_figures_have_a_panel_per_axis_model_and_factor():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fr3e import plots
+
+    c = pd.concat([_curve("fr3e", s, [0, 100], [10, 20 + s]) for s in range(2)]
+                  + [_curve("grpo_pp", s, [0, 50], [10, 15]) for s in range(2)])
+    c["train_seconds"] = c["gen_tokens"] / 10
+    mc = {x: studies.mean_curve(c, x, points=5) for x in ("gen_tokens", "train_seconds")}
+    comp = studies.paired_at_equal_x(c, "gen_tokens", "fr3e", "grpo_pp")
+    fig = plots.plot_compute_curves(mc, comp)
+    assert len(fig.axes) == 2 and any(line.get_linestyle() == ":" for line in fig.axes[0].lines)
+    phases = pd.DataFrame({"model": ["general", "math"], "arm": "fr3e", **{p: [1.0, 2.0] for p in studies.PHASES}})
+    fig = plots.plot_phases(phases)
+    assert len(fig.axes) == 2 and len(fig.axes[0].patches) == len(studies.PHASES)  # one stacked bar, 5 parts
+    table = pd.DataFrame({"factor": ["K", "K", "M"], "value": [1, 2, 8], "recipe": [False, True, True],
+                          "acc": [30.0, 32.0, 32.0], "acc_std": [1.0, 1.0, 1.0], "gen_tokens_per_step": [3e4, 4e4, 4e4],
+                          "seeds": 3})
+    assert len(plots.plot_ablation(table).axes) == 4  # 2 factors × (accuracy, tokens per step)

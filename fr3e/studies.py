@@ -118,10 +118,11 @@ def recipe_defaults(recipe: str | Path, factors: Sequence[Factor] = FACTORS) -> 
 def ablation_controls(defaults: dict, factors: Sequence[Factor] = FACTORS,
                       values: dict[str, Sequence] | None = None) -> list[Control]:
     """One control arm per factor value that differs from the recipe's (`defaults`, from `recipe_defaults`).
-    values: factor name -> the values to try (default: each factor's `values`)."""
+    values: factor name -> the values to try; a factor it does not name keeps the recipe's value (None: every
+    value of every factor)."""
     out = []
     for f in factors:
-        for v in (values or {}).get(f.name, f.values):
+        for v in f.values if values is None else values.get(f.name, ()):
             if v != defaults[f.key]:
                 out.append(f.control(v))
     return out
@@ -165,7 +166,7 @@ def ablation_runs(models: Sequence[str], seeds: Sequence[int], steps: int | None
                   overrides: Sequence[str] = (), runs_root: str | Path = "runs", cache_dir: str | Path | None = None,
                   profile: str = "tiny", values: dict[str, Sequence] | None = None, workers: int | None = None) -> list:
     """The ablation runs: the FR3E recipe and one arm per factor value that differs from it (`ablation_controls`;
-    values: factor name -> values to try, default every value of `FACTORS`), evaluated like `compute_runs`."""
+    values: factor name -> values to try, None: every value of `FACTORS`), evaluated like `compute_runs`."""
     from fr3e.runs import DEFAULT_CACHE, ensure_runs
 
     recipe = _tiny_recipes(profile)["fr3e"]

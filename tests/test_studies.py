@@ -163,8 +163,9 @@ def test_ablation_arms_skip_the_recipe_value():
                     "fr3e_scorer_newline", "fr3e_modulation_official", "fr3e_modulation_none"]
     assert all(runs.arm_of(runs.run_name("fr3e", "general", 0, 50, c.overrides, arm=c.arm), "fr3e") == c.arm
                for c in studies.ablation_controls(defaults))
-    assert [c.arm for c in studies.ablation_controls(defaults, values={"K": [1, 2]}, factors=studies.FACTORS[:1])] \
-        == ["fr3e_k_1"]
+    # a factor `values` does not name keeps the recipe's value (the smoke parameters try two factors)
+    assert [c.arm for c in studies.ablation_controls(defaults, values={"K": [1, 2], "scorer": ["random"]})] \
+        == ["fr3e_k_1", "fr3e_scorer_random"]
 
 
 def test_factor_values_are_accepted_by_the_config():

@@ -9,6 +9,9 @@ One step, top to bottom (`Trainer.step`):
       ─dynamic sampling (drop zero-signal groups; refill up to a cap)→ batch
       ─policy_loss on continuation tokens (global token mean) → backward → optimizer step(s) → sync engine
 
+With `fr3e.adaptive_budget` on (issue 12 §3, off by default), the M per state become rounds: a state whose first
+continuations agree stops early and its share of the states × M budget goes to unsettled states (`fr3e.budget`).
+
 GRPO++ is the same loop with the branching switched off: every prompt has the single state S_0,
 G = `grpo.rollouts_per_prompt` rollouts of budget `data.max_response_tokens`, and α ≡ 1.
 
@@ -481,7 +484,7 @@ class Trainer:
         """
         from fr3e import budget as budget_mod
 
-        fc = self.config.fr3e
+        fc, sampling = self.config.fr3e, self.config.rollout
         m = fc.continuations_per_state
         total, cap = len(states) * m, budget_mod.CAP_FACTOR * m
         rolls: list[list[Rollout]] = [[] for _ in states]
@@ -494,9 +497,8 @@ class Trainer:
             for count in sorted(set(self._gather(sorted({g for g in give if g > 0})))):
                 idx = [j for j, g in enumerate(give) if g == count]
                 t0 = time.perf_counter()
-                cfg = self.config.rollout
                 conts = self.engine.generate([states[j].prefix_ids for j in idx], n=count, max_new_tokens=max_new,
-                                             temperature=cfg.temperature, top_p=cfg.top_p,
+                                             temperature=sampling.temperature, top_p=sampling.top_p,
                                              seed=self._seed("explore", self._round, "adaptive", adaptive_round, count))
                 timer["time_generate"] += time.perf_counter() - t0
                 t0 = time.perf_counter()

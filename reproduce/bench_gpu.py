@@ -314,8 +314,10 @@ def profile_engine(layout: str, device, dtype, sizes: dict, path: Path, new_toke
         lengths, extra = run_ours(model, w, 1, device)
         sync(device)
     events = prof.key_averages()
-    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    table = events.table(sort_by=sort, row_limit=30)
+    try:
+        table = events.table(sort_by="device_time_total" if device.type == "cuda" else "cpu_time_total", row_limit=30)
+    except Exception:  # older profilers name the column cuda_time_total
+        table = events.table(sort_by="cuda_time_total", row_limit=30)
     counts = {e.key: e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaGraphLaunch",
                                                            "cudaLaunchKernel", "cudaMemcpyAsync", "aten::item",
                                                            "aten::_local_scalar_dense")}

@@ -9,7 +9,14 @@
 2. A Table 1 recipe (Qwen2.5-7B FR3E) in one process on the GPU in bf16 with the rehearsal's fixture model
    loaded by hub id (chat template, two EOS ids) and the HF engine: trains a few steps, checkpoints,
    evaluates the six benchmarks, writes DONE.
+3. One FR3E trainer step at the 0.5B shape (issue 14 §3): the layout above (random weights, bf16) with the
+   rehearsal's fixture tokenizer and chat template, the Table 1 FR3E recipe (K = 4 states, M = 16
+   continuations) at `--prompts` prompts per step and `--response-tokens` response tokens (a random model
+   practically never emits EOS, so every response has that length), a coin reward (random rewards, so every
+   group trains), the HF engine: phase times of each step (generate, score, forward, backward) and peak memory.
 Writes DIR/gpu_paper_path.json. Needs a CUDA GPU; the CPU rehearsal (`make rehearse-table1`) covers the rest.
+
+    python reproduce/gpu_paper_path.py --out DIR --parts step     # only part 3
 """
 
 from __future__ import annotations
@@ -122,11 +129,70 @@ def paper_run(out_dir: Path) -> dict:
             "stderr_tail": res.stderr[-2500:] if res.returncode else ""}
 
 
+def step_model(out_dir: Path) -> Path:
+    """A model directory: the 0.5B layout (random weights, bf16, vocab 151,936) with the fixture tokenizer."""
+    from transformers import GenerationConfig
+
+    from fr3e import rehearsal
+    from fr3e.io import atomic_write_json
+
+    model_dir = out_dir / "step_model"
+    tokenizer = rehearsal.train_tokenizer(rehearsal.fixture_texts(), rehearsal.FixtureModelConfig().vocab_size)
+    eot = tokenizer.convert_tokens_to_ids(rehearsal.ENDOFTEXT)
+    model = qwen25_05b("cuda")
+    model.config.eos_token_id = model.config.bos_token_id = eot
+    model.generation_config = GenerationConfig(bos_token_id=eot, eos_token_id=eot)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    tok_cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
+    tok_cfg.update({"tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "add_bos_token": False,
+                    "chat_template": rehearsal.CHAT_TEMPLATE})
+    atomic_write_json(model_dir / "tokenizer_config.json", tok_cfg)
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    return model_dir
+
+
+def trainer_step(out_dir: Path, prompts: int, response_tokens: int, steps: int = 2) -> dict:
+    """`steps` FR3E steps of the 0.5B-shaped model in this process: phase times per step, peak GPU memory."""
+    from fr3e import rehearsal
+    from fr3e.config import load_config
+    from fr3e.io import read_jsonl
+    from fr3e.trainer import train
+
+    t0 = time.perf_counter()
+    model_dir = step_model(out_dir)
+    sizes = rehearsal.Sizes(steps=steps, prompts_per_step=prompts, max_response_tokens=response_tokens, eval_every=0,
+                            checkpoint_every=steps, eval_n=1, eval_problems=1, eval_benchmarks=("gsm8k",))
+    overrides = [o.replace("model.dtype=float32", "model.dtype=bfloat16")
+                 for o in rehearsal.size_overrides(sizes, hub_id=str(model_dir))]
+    overrides += ["reward=coin", "sample_every=0", "data.eval_n=1", "data.eval_problems=1", "name=gpu-step-0.5b", f"steps={steps}"]
+    config = load_config(rehearsal.recipe("fr3e"), overrides)
+    torch.cuda.reset_peak_memory_stats()
+    t1 = time.perf_counter()
+    run_dir = train(config, run_dir=out_dir / "step_run", progress=False, cache_dir=out_dir / "cache")
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    keys = ("time_step", "time_generate", "time_score", "time_forward", "time_backward", "gen_tokens",
+            "prefill_tokens", "prefill_computed_tokens", "trained_tokens", "rollouts_trained", "continuation_length",
+            "response_length", "base_length")
+    return {"model": "Qwen2.5-0.5B layout, random weights, bf16, fixture tokenizer", "prompts_per_step": prompts,
+            "max_response_tokens": response_tokens, "K": config.fr3e.num_anchors,
+            "M": config.fr3e.continuations_per_state, "micro_batch_size": config.optim.micro_batch_size,
+            "gradient_checkpointing": config.model.gradient_checkpointing,
+            "steps": [{k: (round(r[k], 3) if isinstance(r.get(k), float) else r.get(k)) for k in keys} for r in rows],
+            "peak_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
+            "setup_s": round(t1 - t0, 1), "train_call_s": round(time.perf_counter() - t1, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--parts", default="memory,paper_run,step", help="which of memory, paper_run, step to run")
+    parser.add_argument("--prompts", type=int, default=2, help="part 3: prompts per FR3E step")
+    parser.add_argument("--response-tokens", type=int, default=1024, help="part 3: max response tokens")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.stderr.write("error: no CUDA GPU visible; this check measures GPU memory. Run make rehearse-table1 on CPU.\n")
@@ -134,7 +200,9 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
-    for name, fn in (("memory", lambda: memory_check(args.rows, args.tokens)), ("paper_run", lambda: paper_run(out))):
+    parts = {"memory": lambda: memory_check(args.rows, args.tokens), "paper_run": lambda: paper_run(out),
+             "step": lambda: trainer_step(out, args.prompts, args.response_tokens)}
+    for name, fn in ((k, v) for k, v in parts.items() if k in args.parts.split(",")):
         try:
             report[name] = fn()
         except Exception as exc:  # reported, not hidden

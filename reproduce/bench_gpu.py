@@ -85,12 +85,13 @@ class EosBias:
         lse = torch.logsumexp(logits, -1).mean()
         p = 1.0 / mean_length
         self.bias = float(lse + torch.log(torch.tensor(p / (1 - p))) - logits[..., EOS].mean())
+        # Built once on the device: the hook runs inside captured CUDA graphs, where no host copy may happen.
+        self.vector = torch.zeros(logits.shape[-1], dtype=next(model.parameters()).dtype, device=logits.device)
+        self.vector[EOS] = self.bias
         self.handle = model.get_output_embeddings().register_forward_hook(self)
 
     def __call__(self, module, inputs, output):
-        bias = torch.zeros(output.shape[-1], dtype=output.dtype, device=output.device)
-        bias[EOS] = self.bias
-        return output + bias
+        return output + self.vector
 
     def remove(self):
         self.handle.remove()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fr3e.engines.base import Completion, Engine
-from fr3e.engines.hf import HFEngine, exponential_race, sample_next
+from fr3e.engines.hf import HFEngine, exponential_race, sample_next, sample_with_logprob
 
 pytestmark = pytest.mark.usefixtures("cpu_threads")
 
@@ -236,3 +236,20 @@ def test_decode_choice_is_checked_and_auto_is_eager_on_a_cpu(tiny_sft):
     engine = HFEngine(model, tok)
     assert engine._decoder(torch.device("cpu")) == "eager"
     assert HFEngine(model, tok, decode="graph")._decoder(torch.device("cpu")) == "static"  # no graphs on a CPU
+
+
+def test_gpu_sampler_draws_from_the_policy_and_returns_raw_logprobs():
+    """The GPU sampling path (one log-softmax read by the draw and the log-prob), run on the CPU."""
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1) + 2.0
+    g = torch.Generator().manual_seed(0)
+    nxt, logp = sample_with_logprob(logits, 1.0, 1.0, g, fused=True)
+    freq = torch.bincount(nxt, minlength=4).float() / len(nxt)
+    torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03, rtol=0)
+    torch.testing.assert_close(logp, torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))[nxt])
+    for temperature, top_p in [(0.5, 1.0), (1.0, 0.8), (0.0, 1.0)]:  # the general path; log-probs stay raw
+        nxt, logp = sample_with_logprob(logits, temperature, top_p, g, fused=True)
+        torch.testing.assert_close(logp, torch.log_softmax(logits, -1).gather(-1, nxt[:, None]).squeeze(-1))
+    assert set(sample_with_logprob(logits, 1.0, 0.8, g, fused=True)[0].tolist()) == {0, 1}
+    assert set(sample_with_logprob(logits, 0.0, 1.0, g, fused=True)[0].tolist()) == {0}
+    a = sample_with_logprob(logits, 1.0, 1.0, torch.Generator().manual_seed(3), fused=True)[0]
+    assert torch.equal(a, sample_with_logprob(logits, 1.0, 1.0, torch.Generator().manual_seed(3), fused=True)[0])

@@ -438,5 +438,6 @@ def plot_ablation(table: pd.DataFrame):
             ax.set_xlabel(factor)
             ax.grid(axis="y", alpha=0.3)
     n = int(table["seeds"].max()) if len(table) else 0
-    fig.suptitle(f"red: the recipe's value; error bars ± std over {n} seeds", fontsize="small", y=0.995)
+    fig.suptitle("red: the recipe's value; " + (f"error bars ± std over {n} seeds" if n > 1 else "1 seed"),
+                 fontsize="small", y=0.995)
     return _finish(fig)

@@ -5,17 +5,30 @@ S_j, PAPER.md "the idea" steps 1-2) and for `fr3e.evaluate`. Prompts are token-i
 prompt ⊕ response[:a_j] handed over token-exactly.
 
 The version we implement (and why it is not `model.generate`):
-- Our own loop over `model(..., cache=DynamicCache)`, not `model.generate`: on the tiny model at batch 256
-  on 2 idle cores, 47k vs 38k generated tok/s at a fixed length, and 38k vs 16k tok/s on real arithmetic
-  rollouts that stop at EOS (n=16 per prompt), because (a) each unique prompt is prefilled once and its KV
-  cache is copied to its n sample rows, and (b) rows that emitted EOS are dropped from the batch (and the
-  cache) instead of being decoded as padding until the longest row ends.
+- Our own loops over `model(..., cache=...)`, not `model.generate`. On a CPU (the tiny model at batch 256 on
+  2 idle cores): 47k vs 38k generated tok/s at a fixed length, and 38k vs 16k tok/s on real arithmetic
+  rollouts that stop at EOS (n=16 per prompt). On one H200 in bf16 (reproduce/bench_gpu.md): 2.7x
+  `model.generate` at the Qwen2.5-0.5B layout and 1.35x at the 7B layout at a fixed length, 3.4x and 5x on
+  FR3E-shaped rollouts, warm; more on a first (cold) call.
+- Prefill: each prompt's prefix (all tokens but the last) is computed once per chunk and its keys and values
+  gathered to its n sample rows; a prompt that is a prefix of another prompt of the chunk (FR3E's nested states
+  S_j of one trajectory) reads them from the longest one instead of being prefilled again
+  (`share_prefixes`). The first decode step feeds every row's last prompt token.
+- Two decode loops (`decode`): 'eager' (the CPU default) grows a `DynamicCache` by one position per step and
+  drops rows that emitted EOS from the batch and the cache at once; 'static' preallocates a cache of
+  W + max_new_tokens positions, so that every step has the same shapes, and 'graph' (the CUDA default) runs
+  that step as the replay of a captured CUDA graph: no per-step kernel launches, no per-step read-backs
+  (finished rows are counted every `check_every` steps and compacted into the next smaller batch size of
+  8, 16, 32, ..., one graph each). A model whose step cannot be captured falls back to 'static' with a
+  warning; models with sliding-window or hybrid layers use the former loop (`_generate_chunk_legacy`).
 - Left padding inside a chunk, attention mask, position ids counted from each row's first real token,
   so a row's tokens do not depend on the other rows' lengths (up to float round-off).
 - Sampling: logits / temperature, then top-p (nucleus) over the tempered distribution, then one
-  multinomial draw with a `torch.Generator` seeded from `seed`, so the same seed, prompts and batch_size
-  give the same samples, independent of the global RNG. `temperature == 0` is greedy (argmax) and
-  samples each prompt once, copying it to the n rows.
+  multinomial draw with a `torch.Generator` seeded from `seed`, so the same seed, prompts, batch_size and
+  device give the same samples, independent of the global RNG (on a GPU the draw is the same exponential
+  race as `torch.multinomial`'s, without its read-back; the static loop also draws for finished rows of a
+  batch, so its stream differs from the eager loop's). `temperature == 0` is greedy (argmax) and samples each
+  prompt once, copying it to the n rows.
 - Log-probs: `log_softmax` of the *raw* logits (before temperature and top-p), of the sampled token: the
   policy's own log π(token), which is what the trainer recomputes; at T=1, top_p=1 it is also the
   sampling log-prob.

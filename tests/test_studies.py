@@ -282,3 +282,27 @@ def test_study_figures_have_a_panel_per_axis_model_and_factor():
                           "acc": [30.0, 32.0, 32.0], "acc_std": [1.0, 1.0, 1.0], "gen_tokens_per_step": [3e4, 4e4, 4e4],
                           "seeds": 3})
     assert len(plots.plot_ablation(table).axes) == 4  # 2 factors × (accuracy, tokens per step)
+
+
+# ------------------------------------------------------------------------------------ trainer's prefill split
+@pytest.mark.slow
+def test_trainer_splits_prefill_into_computed_and_cached_except_after_an_evaluation(tmp_path):
+    from pathlib import Path
+
+    from fr3e.config import load_config
+    from fr3e.io import read_jsonl
+    from fr3e.trainer import train
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "reproduce/configs/tiny-fr3e.yaml",
+                         ["steps=3", "eval_every=2", "checkpoint_every=3", "sample_every=0", "data.prompts_per_step=2",
+                          "data.eval_problems=2", "data.eval_n=2", "data.max_response_tokens=32",
+                          "grpo.max_refill_rounds=0"])
+    train(config, tmp_path / "run", progress=False, cache_dir=root / "runs" / "cache")
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    # step 3 follows the evaluation after step 2, which used the same engine: its share cannot be told apart
+    assert [r["prefill_computed_tokens"] is None for r in rows] == [False, False, True]
+    for r in rows[:2]:
+        # the HF engine computes a prompt once for all its samples: computed + cached = submitted, cached > 0
+        assert r["prefill_computed_tokens"] + r["prefill_cached_tokens"] == r["prefill_tokens"]
+        assert 0 < r["prefill_computed_tokens"] < r["prefill_tokens"]

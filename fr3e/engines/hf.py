@@ -177,13 +177,15 @@ class _StaticKV:
 
 @dataclass
 class _Prefix:
-    """Every row's prompt without its last token, right-aligned at width W (cache positions [W - len + 1, W))."""
+    """Every unique prompt of a chunk without its last token, right-aligned at width W (cache positions
+    [W - len + 1, W)), and the prompt of each row."""
 
-    keys: list[torch.Tensor]  # per layer (R, H_kv, W, D)
-    values: list[torch.Tensor]  # per layer (R, H_kv, W, D)
-    mask: torch.Tensor  # (R, W) bool: True at the row's own tokens
-    last: torch.Tensor  # (R,) long: the row's last prompt token, fed by the first decode step
-    position: torch.Tensor  # (R,) long: its position id (prompt length - 1)
+    keys: list[torch.Tensor]  # per layer (U, H_kv, W, D)
+    values: list[torch.Tensor]  # per layer (U, H_kv, W, D)
+    mask: torch.Tensor  # (U, W) bool: True at the prompt's own tokens
+    last: torch.Tensor  # (U,) long: the prompt's last token, fed by the first decode step
+    position: torch.Tensor  # (U,) long: its position id (prompt length - 1)
+    rows: torch.Tensor  # (R,) long: the unique prompt of each row
 
     @property
     def width(self) -> int:
@@ -378,8 +380,8 @@ class HFEngine:
         filled = [r for r in roots if len(prompts[r]) > 1]  # a one-token prompt has nothing to prefill
         slot = {r: k for k, r in enumerate(filled)}
         c = self.counters.extra
-        c["prefill_computed_tokens"] = c.get("prefill_computed_tokens", 0) + len(chunk) + sum(
-            len(prompts[r]) - 1 for r in filled)  # roots' prefixes + every row's last prompt token
+        c["prefill_computed_tokens"] = c.get("prefill_computed_tokens", 0) + len(unique) + sum(
+            len(prompts[r]) - 1 for r in filled)  # roots' prefixes + every prompt's last token
         c["prefix_shared_tokens"] = c.get("prefix_shared_tokens", 0) + sum(
             len(prompts[i]) - 1 for i in unique if root_of[i] != i)
         keys: list[torch.Tensor] = []
@@ -396,35 +398,38 @@ class HFEngine:
             cache = DynamicCache(config=self.model.config)
             self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
                        logits_to_keep=1)
-            # Row r, cache position j >= W - len_r reads its root's position (W - len_root) + (j - (W - len_r)).
-            lens = torch.tensor([len(prompts[i]) - 1 for i, _ in chunk])  # (R,)
-            root_lens = torch.tensor([len(prompts[root_of[i]]) - 1 for i, _ in chunk])  # (R,)
-            src = torch.tensor([slot.get(root_of[i], 0) for i, _ in chunk])  # (R,)
-            rel = torch.arange(W)[None, :] - (W - lens[:, None])  # (R, W)
+            # Prompt u, cache position j >= W - len_u reads its root's position (W - len_root) + (j - (W - len_u)).
+            lens = torch.tensor([len(prompts[i]) - 1 for i in unique])  # (U,)
+            root_lens = torch.tensor([len(prompts[root_of[i]]) - 1 for i in unique])  # (U,)
+            src = torch.tensor([slot.get(root_of[i], 0) for i in unique])  # (U,)
+            rel = torch.arange(W)[None, :] - (W - lens[:, None])  # (U, W)
             valid = rel >= 0
-            src_pos = torch.where(valid, W - root_lens[:, None] + rel, 0).to(device)  # (R, W)
-            src_row = torch.where(valid, src[:, None], 0).to(device)  # (R, W)
+            src_pos = torch.where(valid, W - root_lens[:, None] + rel, 0).to(device)  # (U, W)
+            src_row = torch.where(valid, src[:, None], 0).to(device)  # (U, W)
             for layer in cache.layers:
-                keys.append(layer.keys[src_row, :, src_pos].permute(0, 2, 1, 3))  # (R, H_kv, W, D)
+                keys.append(layer.keys[src_row, :, src_pos].permute(0, 2, 1, 3))  # (U, H_kv, W, D)
                 values.append(layer.values[src_row, :, src_pos].permute(0, 2, 1, 3))
-            row_mask = valid.to(device)
+            prompt_mask = valid.to(device)
         else:
-            row_mask = torch.zeros((len(chunk), W), dtype=torch.bool, device=device)
-        last = torch.tensor([prompts[i][-1] for i, _ in chunk], dtype=torch.long, device=device)  # (R,)
-        position = torch.tensor([len(prompts[i]) - 1 for i, _ in chunk], dtype=torch.long, device=device)  # (R,)
-        return _Prefix(keys, values, row_mask, last, position)
+            prompt_mask = torch.zeros((len(unique), W), dtype=torch.bool, device=device)
+        last = torch.tensor([prompts[i][-1] for i in unique], dtype=torch.long, device=device)  # (U,)
+        position = torch.tensor([len(prompts[i]) - 1 for i in unique], dtype=torch.long, device=device)  # (U,)
+        index = {i: u for u, i in enumerate(unique)}
+        rows = torch.tensor([index[i] for i, _ in chunk], dtype=torch.long, device=device)  # (R,)
+        return _Prefix(keys, values, prompt_mask, last, position, rows)
 
     # ------------------------------------------------------------------------------------- decode loops
     def _decode_dynamic(self, prefix: _Prefix, max_new_tokens, temperature, top_p, generator, device):
         """The eager loop: a `DynamicCache` that grows by one position per step, finished rows pruned at once
-        (prune_fraction), one host synchronisation per step (free on a CPU). Returns (tokens, logps, lengths,
-        stopped) per row."""
-        R = prefix.last.shape[0]
+        (prune_fraction), one host synchronisation per step (free on a CPU). The first step runs once per unique
+        prompt; its logits and cache are then copied to the prompt's sample rows. Returns (tokens, logps,
+        lengths, stopped) per row."""
+        R, expand = prefix.rows.shape[0], prefix.rows.shape[0] != prefix.last.shape[0]
         cache = DynamicCache(config=self.model.config)
         for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values)):
             cache.update(k.contiguous(), v.contiguous(), layer)
-        mask = prefix.mask.long()  # (R, W)
-        nxt, next_position = prefix.last, prefix.position  # (R,), (R,)
+        mask = prefix.mask.long()  # (U, W)
+        nxt, next_position = prefix.last, prefix.position  # (U,), (U,)
         tokens = torch.full((R, max_new_tokens), self.pad_token_id, dtype=torch.long, device=device)  # (R, T)
         logps = torch.zeros((R, max_new_tokens), dtype=torch.float32, device=device)  # (R, T)
         lengths = torch.full((R,), max_new_tokens, dtype=torch.long, device=device)  # (R,)
@@ -433,11 +438,14 @@ class HFEngine:
         live = torch.arange(R, device=device)  # (A,) original row of each decoded row
         done = torch.zeros(R, dtype=torch.bool, device=device)  # (A,) finished but not yet pruned
         for t in range(max_new_tokens):
-            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)  # (A, W + t + 1)
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)  # (A, W + t + 1)
             out = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_position[:, None],
                              cache=cache, use_cache=True)
             logits = out.logits[:, -1, :]  # (A, V)
             next_position = next_position + 1
+            if t == 0 and expand:  # from unique prompts to rows
+                cache.batch_select_indices(prefix.rows)
+                logits, mask, next_position = logits[prefix.rows], mask[prefix.rows], next_position[prefix.rows]
             nxt, logp = sample_with_logprob(logits, temperature, top_p, generator)  # (A,), (A,)
             rec = live[~done]
             tokens[rec, t] = nxt[~done]
@@ -463,7 +471,8 @@ class HFEngine:
         `check_every` steps (every step on a CPU). Rows past the live ones (padding of a bucket) write into a
         spare last row. Returns (tokens, logps, lengths, stopped) with R + 1 rows."""
         config, model = self.model.config, self.model
-        R, W, T = prefix.last.shape[0], prefix.width, max_new_tokens
+        R, W, T = prefix.rows.shape[0], prefix.width, max_new_tokens
+        rows = prefix.rows
         L = -(-(W + T) // 64) * 64  # cache length, a multiple of 64 for aligned attention kernels
         param = next(model.parameters())
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
@@ -472,14 +481,14 @@ class HFEngine:
         keys = [torch.zeros(shape, dtype=param.dtype, device=device) for _ in range(config.num_hidden_layers)]
         values = [torch.zeros(shape, dtype=param.dtype, device=device) for _ in range(config.num_hidden_layers)]
         for buf, pre in zip(keys + values, prefix.keys + prefix.values):
-            buf[:, :, :W] = pre
+            buf[:, :, :W] = pre[rows]
         prefix.keys, prefix.values = [], []  # free the gathered copies
         ar = torch.arange(L, device=device)  # (L,)
         base = torch.zeros((R, L), dtype=torch.bool, device=device)  # (R, L): each row's prompt positions
-        base[:, :W] = prefix.mask
+        base[:, :W] = prefix.mask[rows]
         decode_region = ar >= W  # (L,)
-        ids = prefix.last[:, None].clone()  # (R, 1) the step's input token per row
-        pos = prefix.position[:, None].clone()  # (R, 1) its position id
+        ids = prefix.last[rows][:, None]  # (R, 1) the step's input token per row
+        pos = prefix.position[rows][:, None]  # (R, 1) its position id
         index = torch.full((1,), W, dtype=torch.long, device=device)  # cache index of the step
         additive = getattr(config, "_attn_implementation", "sdpa") == "eager"
         neg = torch.finfo(param.dtype).min

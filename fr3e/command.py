@@ -8,9 +8,9 @@ Each subcommand hands the rest of the command line to its module's `main` unchan
 is `python -m fr3e.train --help`, and user errors keep their one line and exit status 2 (`fr3e.cli.run_cli`).
 The `python -m fr3e.<module>` forms keep working; `python -m fr3e` is this command.
 
-Some subcommands read files of a source checkout at run time (recipes by name, notebooks, fixtures). From
-an installed wheel they stop at once with one line saying so (`--help` works everywhere); `train` with a
-recipe of your own, `evaluate` and `plan --config-dir DIR` need no checkout.
+The recipes ship inside the wheel (`fr3e train --config tiny-fr3e` finds them anywhere). `reproduce`
+(notebooks), `rehearsal` (fixtures) and `bench` (reproduce/bench.py) read files of a source checkout at run
+time; from an installed wheel they stop at once with one line saying so (`--help` works everywhere).
 """
 
 from __future__ import annotations
@@ -40,12 +40,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 """Subcommand -> (module whose `main(argv)` it runs, the one line `fr3e --help` shows)."""
 
 CHECKOUT_FILES: dict[str, tuple[str, ...]] = {
-    "reproduce": ("notebooks", "reproduce/configs/tiny-fr3e.yaml"),
-    "smoke": ("reproduce/configs/tiny-fr3e.yaml",),
-    "rehearsal": ("tests/fixtures/data", "reproduce/accelerate", "reproduce/configs/table1"),
-    "bench": ("reproduce/configs/tiny-fr3e.yaml",),
+    "reproduce": ("notebooks",),
+    "rehearsal": ("tests/fixtures/data", "reproduce/accelerate"),
 }
-"""What a subcommand reads from the source checkout at run time (not shipped in the wheel)."""
+"""What a subcommand reads from the source checkout at run time (not shipped in the wheel; the recipes are:
+`fr3e.config.recipe_dir`). `bench` runs the checkout's reproduce/bench.py (checked in `check_checkout`)."""
 
 
 def usage() -> str:
@@ -67,8 +66,6 @@ def check_checkout(name: str, argv: Sequence[str], root: Path = ROOT) -> None:
     if _wants_help(argv):
         return
     missing = [rel for rel in CHECKOUT_FILES.get(name, ()) if not (root / rel).exists()]
-    if name == "bench" and any(a.startswith(("--fr3e-recipe", "--grpo-recipe")) for a in argv):
-        missing = [m for m in missing if not m.startswith("reproduce/configs/")]
     if name == "bench" and _bench_main() is None and not (root / "reproduce" / "bench.py").exists():
         missing.append("reproduce/bench.py")
     if missing:

@@ -459,9 +459,34 @@ def apply_overrides(config: TrainConfig, overrides: list[str] | None) -> TrainCo
     return from_dict(TrainConfig, data)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML recipe (nested like :class:`TrainConfig`), apply overrides, validate."""
+CHECKOUT_RECIPES = Path(__file__).resolve().parent.parent / "reproduce" / "configs"
+PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes"
+"""The recipes live in `reproduce/configs/` of a source checkout; the wheel ships the same files as the package
+data `fr3e/recipes/` (pyproject.toml maps one onto the other), so an installed package finds them too."""
+
+
+def recipe_dir() -> Path:
+    """The folder of the shipped recipes: the checkout's `reproduce/configs/`, else the installed copy."""
+    return CHECKOUT_RECIPES if CHECKOUT_RECIPES.is_dir() else PACKAGED_RECIPES
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """`path` when it exists; else a shipped recipe it names: `tiny-fr3e`, `tiny-fr3e.yaml`,
+    `table1/qwen2.5-7b-fr3e.yaml` or the checkout-relative `reproduce/configs/tiny-fr3e.yaml`."""
     path = Path(path)
+    if path.exists():
+        return path
+    rel = path.as_posix().removeprefix("./").removeprefix("reproduce/configs/")
+    for candidate in (recipe_dir() / rel, recipe_dir() / f"{rel}.yaml"):
+        if candidate.is_file():
+            return candidate
+    return path
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML recipe (nested like :class:`TrainConfig`), apply overrides, validate. `path` may also name
+    a shipped recipe (`tiny-fr3e`, `table1/qwen2.5-7b-fr3e`; see :func:`resolve_recipe`)."""
+    path = resolve_recipe(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist; see reproduce/configs/ for the recipes.")
     try:

@@ -43,7 +43,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fr3e.config import TrainConfig, load_config
+from fr3e.config import TrainConfig, load_config, recipe_dir
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ def _main(argv: list[str]) -> int:
         a = replace(a, refill_fraction=args.refill)
     config_dir = Path(args.config_dir) if args.config_dir else DEFAULT_CONFIG_DIR
     if args.config_dir is None and not config_dir.exists():
-        config_dir = Path(__file__).resolve().parents[1] / DEFAULT_CONFIG_DIR
+        config_dir = recipe_dir() / "table1"
     if not config_dir.is_dir() or not any(config_dir.glob("*.yaml")):
         raise UserError(f"no *.yaml recipes in {config_dir}; pass --config-dir reproduce/configs/table1 (or a "
                         "folder of your own recipes).")

@@ -36,12 +36,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from fr3e.config import recipe_dir
 from fr3e.io import atomic_write_json, read_jsonl
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "reproduce" / "configs"
+CONFIG_DIR = recipe_dir()
 
 METHODS = ("grpo_pp", "fr3e")
 """Methods in display order (baseline first)."""

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
+from fr3e.config import recipe_dir
+
 logger = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def build_random_qwen2(path: str | Path, hidden_size: int = 256, num_layers: int = 4, seed: int = 0) -> Path:
@@ -70,7 +71,7 @@ def gpu_smoke(out: str | Path = "runs/gpu-smoke", steps: int = 3, engine: str | 
     overrides = [f"model.base={model_dir}", f"steps={steps}", f"rollout.engine={engine}", "checkpoint_every=2",
                  f"model.dtype={'bfloat16' if cuda else 'float32'}", "data.prompts_per_step=8",
                  "data.eval_problems=32", "data.eval_n=4", "grpo.max_refill_rounds=0", "name=gpu-smoke"]
-    config = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml", overrides)
+    config = load_config(recipe_dir() / "tiny-fr3e.yaml", overrides)
     start = time.perf_counter()
     run = train(config, out / f"run-{engine}", progress=True)
     seconds = time.perf_counter() - start

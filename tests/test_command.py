@@ -67,11 +67,11 @@ def test_python_dash_m_fr3e_is_the_same_command():
 
 def test_commands_that_read_the_checkout_say_so_outside_one(tmp_path):
     # tmp_path stands for site-packages: the package without reproduce/, notebooks/ or tests/ beside it.
-    for name in ("smoke", "reproduce", "rehearsal"):
+    for name in ("reproduce", "rehearsal"):
         with pytest.raises(UserError, match=rf"fr3e {name} reads .* from a source checkout"):
             command.check_checkout(name, [], root=tmp_path)
         command.check_checkout(name, ["--help"], root=tmp_path)  # help works everywhere
-    for name in ("train", "evaluate", "plan"):
+    for name in ("train", "evaluate", "plan", "smoke"):  # the recipes ship in the wheel
         command.check_checkout(name, [], root=tmp_path)
     for name in command.CHECKOUT_FILES:
         command.check_checkout(name, [], root=ROOT)  # in this checkout nothing is missing

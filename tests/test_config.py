@@ -124,3 +124,18 @@ def test_mapping_fields_take_dotted_keys_and_yaml_mappings():
         apply_overrides(TrainConfig(), ["data=1"])
     with pytest.raises(ConfigError, match="is a value"):
         apply_overrides(TrainConfig(), ["data.local_files.gsm8k.x=1"])
+
+
+def test_recipes_load_by_name_from_any_folder(tmp_path, monkeypatch):
+    from fr3e.config import recipe_dir, resolve_recipe
+
+    monkeypatch.chdir(tmp_path)  # not the checkout: names resolve against the shipped recipes
+    assert resolve_recipe("tiny-fr3e") == recipe_dir() / "tiny-fr3e.yaml"
+    assert resolve_recipe("reproduce/configs/tiny-grpo_pp.yaml") == recipe_dir() / "tiny-grpo_pp.yaml"
+    assert resolve_recipe("table1/qwen2.5-7b-fr3e") == recipe_dir() / "table1" / "qwen2.5-7b-fr3e.yaml"
+    assert load_config("tiny-grpo_pp").method == "grpo_pp"
+    own = tmp_path / "tiny-fr3e.yaml"  # a file of that name in the working folder wins over the shipped one
+    own.write_text("method: grpo_pp\nprofile: tiny\n")
+    assert resolve_recipe("tiny-fr3e.yaml") == Path("tiny-fr3e.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("no-such-recipe")

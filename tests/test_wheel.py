@@ -81,7 +81,18 @@ def test_wheel_installs_into_a_fresh_venv_and_its_command_runs(dist, tmp_path):
     res = run([fr3e, "smoke", "--help"], tmp_path)
     assert res.returncode == 0, res.stderr
     assert "usage:" in res.stdout and "--steps" in res.stdout
-    # Recipes are read from a checkout, which an installed wheel does not have: one line says so.
-    res = run([fr3e, "smoke"], tmp_path)
+    # The recipes ship inside the wheel: found by name, or by their checkout path, from any folder.
+    code = ("import fr3e.config as c; from pathlib import Path; "
+            "a = c.load_config('tiny-fr3e'); b = c.load_config('reproduce/configs/tiny-grpo_pp.yaml'); "
+            "assert Path(c.recipe_dir()).is_relative_to(Path(c.__file__).parent), c.recipe_dir(); "
+            "print(a.method, b.method, sorted(p.name for p in (c.recipe_dir() / 'table1').glob('*.yaml'))[0])")
+    res = run([python, "-c", code], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["fr3e", "grpo_pp", "qwen2.5-32b-fr3e.yaml"]
+    res = run([fr3e, "plan"], tmp_path)  # reads the shipped Table 1 recipes
+    assert res.returncode == 0, res.stderr
+    assert "qwen2.5-7b" in res.stdout.lower()
+    # Notebooks are read from a checkout, which an installed wheel does not have: one line says so.
+    res = run([fr3e, "reproduce"], tmp_path)
     assert res.returncode == 2 and res.stderr.count("\n") == 1
-    assert "reads reproduce/configs/tiny-fr3e.yaml from a source checkout" in res.stderr
+    assert "reads notebooks from a source checkout" in res.stderr

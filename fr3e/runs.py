@@ -726,13 +726,21 @@ def _flatten_eval(row: dict) -> dict:
 
 def load_evals(runs: Iterable[RunInfo | str | Path]) -> pd.DataFrame:
     """All eval.jsonl rows, flattened (avg_lo, avg_hi, pass@k columns), with method, arm, model, seed, run."""
+    def rows_of(d: Path) -> list[dict]:
+        rows = read_jsonl(d / "eval.jsonl")
+        if not rows:
+            raise ValueError(f"{d}/eval.jsonl is empty or missing: the run has not been evaluated yet")
+        return rows
+
+    return _eval_frame(runs, rows_of)
+
+
+def _eval_frame(runs: Iterable[RunInfo | str | Path], rows_of: Callable[[Path], list[dict]]) -> pd.DataFrame:
+    """The evaluation rows `rows_of(run_dir)` of every run, flattened, with method, arm, model, seed, run."""
     frames = []
     for d in run_dirs(runs):
         meta = run_meta(d)
-        rows = [_flatten_eval(r) for r in read_jsonl(d / "eval.jsonl")]
-        if not rows:
-            raise ValueError(f"{d}/eval.jsonl is empty or missing: the run has not been evaluated yet")
-        df = pd.DataFrame(rows)
+        df = pd.DataFrame([_flatten_eval(r) for r in rows_of(d)])
         for key in ("method", "arm", "model", "seed", "run"):
             df[key] = meta[key]
         frames.append(df)
@@ -795,20 +803,14 @@ def final_eval(run_dir: str | Path, problems: int, cache_dir: str | Path = DEFAU
 def load_final_eval(runs: Iterable[RunInfo | str | Path], problems: int) -> pd.DataFrame:
     """The `final_eval` rows of the runs on `problems` problems per split, flattened like `load_evals`, with
     method, arm, model, seed, run."""
-    frames = []
-    for d in run_dirs(runs):
-        meta = run_meta(d)
+    def rows_of(d: Path) -> list[dict]:
         path = final_eval_path(d, problems)
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: ask ensure_runs(..., final_eval_problems={problems}) "
                                     "for it, or call fr3e.runs.final_eval")
-        df = pd.DataFrame([_flatten_eval(r) for r in json.loads(path.read_text())["rows"]])
-        for key in ("method", "arm", "model", "seed", "run"):
-            df[key] = meta[key]
-        frames.append(df)
-    if not frames:
-        raise ValueError("no runs given")
-    return pd.concat(frames, ignore_index=True)
+        return json.loads(path.read_text())["rows"]
+
+    return _eval_frame(runs, rows_of)
 
 
 def first_sample(run: RunInfo | str | Path, step: int = -1, with_anchors: bool = True) -> dict:

@@ -192,6 +192,8 @@ def eager_floor(model, rows: int, context: int, device, repeats: int = 5) -> dic
     """Seconds of one bare decode forward at `rows` rows on a `DynamicCache` of `context` positions."""
     from transformers import DynamicCache
 
+    from fr3e.engines.hf import cache_kwarg
+
     config = model.config
     head_dim = config.hidden_size // config.num_attention_heads
     dtype = next(model.parameters()).dtype
@@ -207,7 +209,7 @@ def eager_floor(model, rows: int, context: int, device, repeats: int = 5) -> dic
         for _ in range(repeats + 1):
             sync(device)
             t0 = time.perf_counter()
-            model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True)
+            model(input_ids=ids, attention_mask=mask, **{cache_kwarg(model): cache}, use_cache=True)
             sync(device)
             times.append(time.perf_counter() - t0)
             cache.crop(-1)  # back to `context` positions

@@ -252,3 +252,32 @@ def test_gpu_sampler_draws_from_the_policy_and_returns_raw_logprobs():
     assert set(sample_with_logprob(logits, 0.0, 1.0, g, fused=True)[0].tolist()) == {0}
     a = sample_with_logprob(logits, 1.0, 1.0, torch.Generator().manual_seed(3), fused=True)[0]
     assert torch.equal(a, sample_with_logprob(logits, 1.0, 1.0, torch.Generator().manual_seed(3), fused=True)[0])
+
+
+class _PastKeyValuesModel(torch.nn.Module):
+    """A transformers < 5.2x style model: its forward takes the cache as `past_key_values` and swallows any
+    other keyword (such as `cache=`) into **kwargs."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config, self.generation_config = inner, inner.config, inner.generation_config
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
+                logits_to_keep=0, **kwargs):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          cache=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep)
+
+
+@pytest.mark.parametrize("decode", ["eager", "static"])
+def test_the_cache_goes_under_the_keyword_the_model_takes(tiny_sft, decode):
+    from fr3e.engines.hf import cache_kwarg
+
+    model, tok = tiny_sft
+    old_api = _PastKeyValuesModel(model)
+    assert cache_kwarg(model) == "cache" and cache_kwarg(old_api) == "past_key_values"
+    states = nested_states(HFEngine(model, tok, batch_size=64), ids_of(tok))
+    expected = HFEngine(model, tok, batch_size=64, decode=decode).generate(states, n=2, max_new_tokens=24,
+                                                                          temperature=0.0)
+    got = HFEngine(old_api, tok, batch_size=64, decode=decode).generate(states, n=2, max_new_tokens=24,
+                                                                       temperature=0.0)
+    assert [[c.token_ids for c in r] for r in got] == [[c.token_ids for c in r] for r in expected]

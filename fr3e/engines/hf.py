@@ -38,6 +38,7 @@ The version we implement (and why it is not `model.generate`):
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -175,6 +176,14 @@ class _StaticKV:
         return keys, values
 
 
+def cache_kwarg(model) -> str:
+    """The keyword under which `model.forward` takes its KV cache: `cache` (transformers >= 5.2x, where
+    `past_key_values` is a deprecated alias) or `past_key_values` (earlier releases, which would silently
+    swallow an unknown `cache=` into **kwargs and leave the cache empty)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 @dataclass
 class _Prefix:
     """Every unique prompt of a chunk without its last token, right-aligned at width W (cache positions
@@ -220,6 +229,7 @@ class HFEngine:
         if decode not in DECODERS:
             raise ValueError(f"decode must be one of {', '.join(DECODERS)}, got {decode!r}")
         self.decode = decode
+        self._cache_kw = cache_kwarg(model)
         self.share_prefixes = share_prefixes
         self.check_every = check_every
         self._graphs_ok = True
@@ -396,7 +406,7 @@ class HFEngine:
             ids, mask = ids.to(device), mask.to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, W): 0 at each row's first real token
             cache = DynamicCache(config=self.model.config)
-            self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+            self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **{self._cache_kw: cache}, use_cache=True,
                        logits_to_keep=1)
             # Prompt u, cache position j >= W - len_u reads its root's position (W - len_root) + (j - (W - len_u)).
             lens = torch.tensor([len(prompts[i]) - 1 for i in unique])  # (U,)
@@ -440,7 +450,7 @@ class HFEngine:
         for t in range(max_new_tokens):
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)  # (A, W + t + 1)
             out = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_position[:, None],
-                             cache=cache, use_cache=True)
+                             **{self._cache_kw: cache}, use_cache=True)
             logits = out.logits[:, -1, :]  # (A, V)
             next_position = next_position + 1
             if t == 0 and expand:  # from unique prompts to rows
@@ -499,7 +509,8 @@ class HFEngine:
             if additive:  # the eager attention adds its mask
                 mask = torch.where(mask, 0.0, neg).to(param.dtype)
             cache = _StaticKV([k[:b] for k in keys], [v[:b] for v in values], index)
-            out = model(input_ids=ids[:b], attention_mask=mask, position_ids=pos[:b], cache=cache, use_cache=True)
+            out = model(input_ids=ids[:b], attention_mask=mask, position_ids=pos[:b], **{self._cache_kw: cache},
+                        use_cache=True)
             return out.logits[:, -1, :]  # (b, V)
 
         captured: dict[int, tuple] = {}
@@ -588,7 +599,7 @@ class HFEngine:
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, L): 0 at each row's first real token
         cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **{self._cache_kw: cache},
                          use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1, :]  # (U, V)
         self.counters.extra["prefill_computed_tokens"] = (
@@ -628,7 +639,7 @@ class HFEngine:
                 done = done[keep]
             mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)  # (A, L + t + 1)
             out = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_position[:, None],
-                             cache=cache, use_cache=True)
+                             **{self._cache_kw: cache}, use_cache=True)
             logits = out.logits[:, -1, :]  # (A, V)
             next_position = next_position + 1
 

@@ -602,8 +602,8 @@ def _table1_readme(summary: dict) -> list[str]:
             return "n/a" if x is None else fmt.format(x)
 
         rows = [{"model": r["model"], "baseline": METHOD_LABELS.get(r["baseline"], r["baseline"]),
-                 "seeds": r["seeds"], "half-width": num(r["half_width"]), f"≤ {target:g}?": "yes" if r["meets_target"]
-                 else "no", "sd of differences": num(r["sd"]), "evaluation sd": num(r["eval_sd"]),
+                 "seeds": r["seeds"], "half-width": num(r["half_width"]), "target": f"met (≤ {target:g})" if r["meets_target"]
+                 else f"missed (> {target:g})", "sd of differences": num(r["sd"]), "evaluation sd": num(r["eval_sd"]),
                  "seed sd": num(r["seed_sd"]), "dominant": r["dominant"],
                  "seeds to halve": num(r["seeds_to_halve"], "{}")} for r in summary["delta_half_widths"]]
         lines += [f"Precision of the avg delta (target half-width ≤ {target:g} points). Evaluation sd: the "

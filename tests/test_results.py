@@ -539,4 +539,4 @@ def test_results_readme_shows_the_study_numbers(tmp_path):
     assert "general: GRPO++ 3, FR3E 3, GRPO++ (matched rollouts) 3, GRPO++ (coin reward) 2" in text
     assert "| general | GRPO++ (coin reward) | −2.5 | [−34.3, +29.3] | 2 |".replace("−", "-") in text
     assert "| general | GRPO++ (matched rollouts) | avg | -3.3 | [-17.7, +11.0] | 14.3 | 3 |" in text
-    assert "| general | GRPO++ | 3 | 25.9 | no | 10.4 | 2.8 | 10.0 | seeds | 5 |" in text
+    assert "| general | GRPO++ | 3 | 25.9 | missed (> 2) | 10.4 | 2.8 | 10.0 | seeds | 5 |" in text

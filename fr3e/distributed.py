@@ -61,3 +61,16 @@ def _enable_cpu_fsdp(accelerator) -> None:
     if accelerator.is_main_process:
         logger.info("FSDP%s over gloo on CPU (rehearsal of the GPU path): %d processes",
                     plugin.fsdp_version, accelerator.num_processes)
+
+
+def shutdown() -> None:
+    """Tear the default process group down once every process is here (a no-op in a single process).
+
+    A process that exits with a gloo group still alive can abort in the group's destructor ("terminate called
+    without an active exception", SIGABRT) after its work is done, which a launcher reports as a failed run.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -90,6 +90,7 @@ def _main(argv: Sequence[str]) -> int:
                                          "data": {**config.to_dict()["data"], "local_files": local}})
     config = check_start(config, args.cache_dir)
     run_dir = cli.check_writable(args.run_dir or Path("runs") / config.name)
+    from fr3e.distributed import shutdown
     from fr3e.trainer import TrainingError, train
 
     try:
@@ -97,6 +98,7 @@ def _main(argv: Sequence[str]) -> int:
     except TrainingError as exc:  # the run failed (not the command line): status 1, still one line
         sys.stderr.write(f"error: {exc}\n")
         return 1
+    shutdown()  # every process got here: end the process group before the interpreter does
     sys.stdout.write(f"{path}\n")
     return 0
 

@@ -110,7 +110,9 @@ def main(out_dir: str, cache_dir: str) -> None:
     results["finite"] = all(math.isfinite(v) for v in [results.get("update_uneven", {}).get("value", {})
                                                       .get("entropy", float("nan"))])
     (out / f"rank{rank}.json").write_text(json.dumps(results, indent=1, default=str))
-    trainer.accelerator.wait_for_everyone()
+    from fr3e.distributed import shutdown
+
+    shutdown()
 
 
 if __name__ == "__main__":

@@ -184,6 +184,19 @@ def cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def _record_step(t, nxt, logp, live, done, eos, tokens, logps, lengths, stopped) -> torch.Tensor:
+    """Write decode step `t` (sampled tokens `nxt`, their log-probs `logp`, one per decoded row; `live` maps
+    them to output rows) into the rows not yet finished; rows that emitted an EOS id get their length and
+    stop flag. Returns `done` with those rows added."""
+    rec = live[~done]
+    tokens[rec, t] = nxt[~done]
+    logps[rec, t] = logp[~done]
+    hit_eos = torch.isin(nxt, eos) & ~done
+    lengths[live[hit_eos]] = t + 1
+    stopped[live[hit_eos]] = True
+    return done | hit_eos
+
+
 @dataclass
 class _Prefix:
     """Every unique prompt of a chunk without its last token, right-aligned at width W (cache positions
@@ -457,13 +470,7 @@ class HFEngine:
                 cache.batch_select_indices(prefix.rows)
                 logits, mask, next_position = logits[prefix.rows], mask[prefix.rows], next_position[prefix.rows]
             nxt, logp = sample_with_logprob(logits, temperature, top_p, generator)  # (A,), (A,)
-            rec = live[~done]
-            tokens[rec, t] = nxt[~done]
-            logps[rec, t] = logp[~done]
-            hit_eos = torch.isin(nxt, eos) & ~done
-            lengths[live[hit_eos]] = t + 1
-            stopped[live[hit_eos]] = True
-            done = done | hit_eos
+            done = _record_step(t, nxt, logp, live, done, eos, tokens, logps, lengths, stopped)
             if t == max_new_tokens - 1 or bool(done.all()):
                 break
             if int(done.sum()) >= max(1, self.prune_fraction * len(live)):  # drop finished rows
@@ -623,13 +630,7 @@ class HFEngine:
         for t in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_p, generator)  # (A,)
             logp = token_logprob(logits, nxt)  # (A,)
-            rec = live[~done]
-            tokens[rec, t] = nxt[~done]
-            logps[rec, t] = logp[~done]
-            hit_eos = torch.isin(nxt, eos) & ~done
-            lengths[live[hit_eos]] = t + 1
-            stopped[live[hit_eos]] = True
-            done = done | hit_eos
+            done = _record_step(t, nxt, logp, live, done, eos, tokens, logps, lengths, stopped)
             if t == max_new_tokens - 1 or bool(done.all()):
                 break
             if int(done.sum()) >= max(1, self.prune_fraction * len(live)):  # drop finished rows

@@ -50,10 +50,10 @@ reproduce: $(STAMP)  ## run every notebook in order with papermill (tiny profile
 $(addprefix reproduce-,$(NOTEBOOKS)): reproduce-%: $(STAMP)  ## (one per artefact) e.g. make reproduce-table1 PROFILE=tiny|paper
 	$(PY) -m fr3e.reproduce --profile $(PROFILE) $*
 
-reproduce-compute: $(STAMP)  ## FR3E vs GRPO++ at equal steps, tokens and wall time (tiny, ~45 min on 2 cores; not in reproduce)
+reproduce-compute: $(STAMP)  ## FR3E vs GRPO++ at equal steps, tokens and wall time (tiny, 24 runs, ~50 min on 2 cores; not in reproduce)
 	$(PY) -m fr3e.reproduce --profile tiny compute
 
-reproduce-ablations: $(STAMP)  ## K, M, scorer and modulation one at a time (tiny, ~40 min on 2 cores; not in reproduce)
+reproduce-ablations: $(STAMP)  ## K, M, scorer and modulation one at a time (tiny, 30 runs, ~58 min on 2 cores; not in reproduce)
 	$(PY) -m fr3e.reproduce --profile tiny ablations
 
 smoke: $(STAMP)  ## every notebook with smoke parameters (fast, results to runs/smoke)

@@ -86,13 +86,14 @@ relative to notebooks/, where the kernel runs."""
 TINY_SEEDS = [0, 1, 2, 3, 4]
 """Training seeds per arm of the full tiny reproduction (issue 11 §2: at least 5 seeds per arm for Table 1; the
 coin-reward control trains the first 3, `fr3e.runs.CONTROLS`)."""
-STUDY_PARAMETERS = {"study_seeds": [0, 1, 2], "study_steps": None, "study_overrides": [], "eval_every": 20,
-                    "curve_problems": 64, "final_problems": 512, "ablation_models": ["general"],
-                    "ablation_steps": 50, "ablation_eval_every": 10, "ablation_values": None}
-"""The full tiny values of the compute and ablation studies (issue 12 §4: each under 60 minutes on 2 cores;
-the estimate is in each notebook): 3 seeds; compute at the recipe's 100 steps on both base models with 64
-problems per split every 20 steps, ablations at 50 steps on `general` every 10 steps; every final model
-evaluated on 512 problems per split, like Table 1."""
+STUDY_PARAMETERS = {"study_seeds": [0, 1, 2], "study_steps": 50, "study_overrides": [], "eval_every": 10,
+                    "curve_problems": 32, "final_problems": 512, "ablation_models": ["general"],
+                    "ablation_steps": 35, "ablation_eval_every": 10, "ablation_values": None}
+"""The full tiny values of the compute and ablation studies, sized to issue 12 §4 (each under 60 minutes on 2
+cores) with the unit costs measured in the Table 1 runs (`fr3e.studies.Costs`; the estimate is in each
+notebook): 3 seeds; compute at 50 steps on both base models (the recipe's 100 would need ~85 minutes), ablations
+at 35 steps on `general` (50 would need ~75); a curve point every 10 steps on 32 problems per split; every final
+model evaluated on 512 problems per split, like Table 1."""
 TINY_EVAL_PROBLEMS = 512
 """Problems per evaluation split of the full tiny reproduction (issue 11 §2: at least 512; 128 problems × n=16
 gave about ±6 points per split). Training steps, learning rate and the rest come from the recipes

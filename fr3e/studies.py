@@ -404,28 +404,28 @@ def prefill_split(metrics: pd.DataFrame) -> pd.DataFrame:
 
 @dataclasses.dataclass(frozen=True)
 class Costs:
-    """Unit costs of the tiny world on one idle core (1 thread), for `estimate_seconds`.
+    """Unit costs of the tiny world with two one-thread workers on 2 idle cores, for `estimate_seconds`.
 
-    grpo_step_s: one GRPO++ step of the tiny recipe (16 prompts × 8 rollouts); issue 12 §4: ~55 s / 100 steps.
-    relative: seconds per step of an arm / grpo_step_s (FR3E ~3.5×, issue 12 §4; matched rollouts generate and
-    train on as many tokens as FR3E; the adaptive budget saves part of FR3E's continuations).
-    eval_problem_s: one problem of an evaluation (3 splits × n=16 samples + greedy), measured: 128 problems in
-    14 s and 64 in 6.1 s on a core shared with another job (≈ 0.05 s idle).
-    warm_start_s: one warm start (general 800 SFT steps, math 900; 190-360 s measured, shared core).
+    Measured in the Table 1 runs of `make reproduce` at 804e1ad (`time_step` of metrics.jsonl, run seconds of
+    progress.json): a GRPO++ step of the tiny recipe (16 prompts × 8 rollouts) 1.0-1.1 s; FR3E 4.2 s (3.8×),
+    matched rollouts 3.4 s (3.1×); the adaptive budget saves 0-4% of FR3E's continuations (3.7×, an estimate).
+    eval_problem_s: one problem of an evaluation, its 3 splits × n=16 samples + greedy: a final evaluation on
+    512 problems per split took ~46 s (run seconds − training − start-up).
+    warm_start_s: one warm start (general 800 SFT steps, math 900; 390 s measured beside another job).
     startup_s: process start, model load and run directory per run.
     """
 
-    grpo_step_s: float = 0.55
-    relative: tuple = (("grpo_pp", 1.0), ("fr3e", 3.5), ("grpo_pp_matched", 3.5), ("fr3e_adaptive", 3.0))
-    eval_problem_s: float = 0.05
-    warm_start_s: float = 250.0
+    grpo_step_s: float = 1.1
+    relative: tuple = (("grpo_pp", 1.0), ("fr3e", 3.8), ("grpo_pp_matched", 3.1), ("fr3e_adaptive", 3.7))
+    eval_problem_s: float = 0.09
+    warm_start_s: float = 300.0
     startup_s: float = 5.0
 
     def step_s(self, arm: str) -> float:
         return self.grpo_step_s * dict(self.relative).get(arm, dict(self.relative)["fr3e"])
 
 
-def fr3e_relative_cost(num_anchors: int, continuations: int, base_cost: float = 3.5, k0: int = 2, m0: int = 8,
+def fr3e_relative_cost(num_anchors: int, continuations: int, base_cost: float = 3.8, k0: int = 2, m0: int = 8,
                        fixed: float = 0.15) -> float:
     """A step of FR3E with K anchors and M continuations relative to a GRPO++ step, scaled from the recipe's
     (K0, M0) cost `base_cost`: the part `1 − fixed` (continuations: sampling and training) grows with the

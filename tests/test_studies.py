@@ -136,21 +136,38 @@ def test_prefill_split_uses_the_steps_where_it_is_known():
 
 
 def test_estimate_seconds_adds_training_evaluations_and_warm_starts():
+    costs = studies.Costs(grpo_step_s=0.5, relative=(("grpo_pp", 1.0), ("fr3e", 3.5)), eval_problem_s=0.05,
+                          warm_start_s=250.0, startup_s=5.0)
     est = studies.estimate_seconds([("grpo_pp", 100), ("fr3e", 100)], eval_every=20, curve_problems=64,
-                                   final_problems=512, warm_starts=1, workers=2)
-    # training 100·0.55 + 5 + 100·0.55·3.5 + 5 = 257.5; curve points 5 + 5 (step 100 is one of them) × 64 × 0.05
-    # = 32; final 2 × 512 × 0.05 = 51.2; warm start 250; total 590.7 core-seconds, 295.35 s on 2 workers
-    assert est["train_s"] == pytest.approx(257.5) and est["curve_eval_s"] == pytest.approx(32.0)
-    assert est["final_eval_s"] == pytest.approx(51.2) and est["core_s"] == pytest.approx(590.7)
-    assert est["wall_s"] == pytest.approx(295.35)
+                                   final_problems=512, warm_starts=1, workers=2, costs=costs)
+    # training 100·0.5 + 5 + 100·0.5·3.5 + 5 = 235; curve points 5 + 5 (step 100 is one of them) × 64 × 0.05
+    # = 32; final 2 × 512 × 0.05 = 51.2; warm start 250; total 568.2 core-seconds, 284.1 s on 2 workers
+    assert est["train_s"] == pytest.approx(235.0) and est["curve_eval_s"] == pytest.approx(32.0)
+    assert est["final_eval_s"] == pytest.approx(51.2) and est["core_s"] == pytest.approx(568.2)
+    assert est["wall_s"] == pytest.approx(284.1)
     # 50 steps every 20: points at 20, 40 and the final 50 = 3
-    assert studies.estimate_seconds([("fr3e", 50)], 20, 10, 0, 0, 1)["curve_eval_s"] == pytest.approx(3 * 10 * 0.05)
+    assert studies.estimate_seconds([("fr3e", 50)], 20, 10, 0, 0, 1, costs)["curve_eval_s"] == pytest.approx(3 * 10 * 0.05)
+
+
+def test_full_study_parameters_fit_the_hour_by_the_measured_costs():
+    from fr3e import reproduce
+
+    p = reproduce.STUDY_PARAMETERS
+    arms = ["grpo_pp", "fr3e", "grpo_pp_matched", "fr3e_adaptive"]
+    compute = studies.estimate_seconds(studies.plan(arms, ["general", "math"], p["study_seeds"], p["study_steps"]),
+                                       p["eval_every"], p["curve_problems"], p["final_problems"], 2, 2)
+    defaults = studies.recipe_defaults(runs.recipes("tiny")["fr3e"])
+    ablation_arms = ["fr3e"] + [c.arm for c in studies.ablation_controls(defaults)]
+    ablations = studies.estimate_seconds(
+        studies.plan(ablation_arms, p["ablation_models"], p["study_seeds"], p["ablation_steps"]),
+        p["ablation_eval_every"], p["curve_problems"], p["final_problems"], 1, 2, studies.ablation_costs(defaults))
+    assert compute["wall_s"] < 3600 and ablations["wall_s"] < 3600, (compute["wall_s"], ablations["wall_s"])
 
 
 def test_fr3e_relative_cost_scales_with_states_times_continuations():
-    assert studies.fr3e_relative_cost(2, 8) == pytest.approx(3.5)
+    assert studies.fr3e_relative_cost(2, 8, base_cost=3.5) == pytest.approx(3.5)
     # K = 1: (1 + 2) · 8 / ((1 + 4) · 8) = 0.6 of the continuations: 3.5 · (0.15 + 0.85 · 0.6) = 2.31
-    assert studies.fr3e_relative_cost(1, 8) == pytest.approx(2.31)
+    assert studies.fr3e_relative_cost(1, 8, base_cost=3.5) == pytest.approx(2.31)
 
 
 # -------------------------------------------------------------------------------------------------- arms

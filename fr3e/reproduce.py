@@ -376,7 +376,7 @@ def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False
             saved, seconds = run_notebook(artefact, params, progress=False)
             logger.info("notebook %d/%d: %s done in %.0f s (saved %s)", i, len(names), NOTEBOOKS[artefact], seconds,
                         saved)
-            record["notebooks"][artefact] = {"seconds": round(seconds, 1), "notebook": str(saved)}
+            record["notebooks"][artefact] = {"seconds": round(seconds, 1), "notebook": _repo_relative(saved)}
     finally:
         if line is not None:
             line.close()
@@ -390,6 +390,15 @@ def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False
             write_results_readme(resolve(results_dir))
     logger.info("total wall time %s", _duration(record["total_seconds"]))
     return record
+
+
+def _repo_relative(path: str | Path) -> str:
+    """`path` relative to the repository root when it lies inside it (records stay valid in any clone)."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _duration(seconds: float) -> str:

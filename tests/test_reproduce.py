@@ -146,3 +146,10 @@ def test_progress_line_on_a_pipe(tmp_path):
     text = out.getvalue().splitlines()
     assert text[0].endswith("notebook 2/6 table1 | runs 0/1 done, steps 0/10, time left: after the first steps")
     assert len(text) == 2  # the same state is not repeated on a pipe (the last line is the closing one)
+
+
+def test_reproduce_record_names_notebooks_relative_to_the_repository(tmp_path):
+    assert reproduce._repo_relative(reproduce.REPO_ROOT / "results" / "table1" / "02_table1.ipynb") == \
+        "results/table1/02_table1.ipynb"
+    outside = tmp_path / "x.ipynb"
+    assert reproduce._repo_relative(outside) == str(outside.resolve())

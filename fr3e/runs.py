@@ -234,6 +234,7 @@ class Job:
     overrides: list[str] | None = None
     resolve: Callable[[], tuple[RunInfo, list[str]]] | None = None
     eval_problems: int | None = None  # kind "eval": problems per split
+    expected_steps: int | None = None  # an unresolved run's steps, for the progress line (its targets' steps)
 
     @property
     def done(self) -> bool:
@@ -382,7 +383,8 @@ def plan_jobs(recipes: dict, models: Sequence[str], seeds: Sequence[int], steps:
                                 "prompt over %d runs)", c.arm, model, g, ratio, len(targets))
                     return plan(c.arm, c.method, model, seed, [*c.overrides, f"grpo.rollouts_per_prompt={g}"])
 
-                job = Job(key, "run", model, deps=[t.key for t in targets], resolve=resolve)
+                job = Job(key, "run", model, deps=[t.key for t in targets], resolve=resolve,
+                          expected_steps=targets[0].info.steps)
                 if all(t.done for t in targets):  # known now: the directory shows as finished or resumable
                     job.info, job.overrides = resolve()
                     job.resolve = None
@@ -608,6 +610,8 @@ class Status:
         entry.update({"kind": job.kind, "state": state, **fields})
         if job.info is not None:
             entry.update(steps=job.info.steps, run_dir=str(job.info.run_dir))
+        elif job.expected_steps is not None:
+            entry.setdefault("steps", job.expected_steps)  # counted in the progress line before it resolves
         self.jobs[job.key] = entry
 
     def write(self, workers: int) -> None:

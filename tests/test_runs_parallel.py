@@ -156,3 +156,13 @@ def test_progress_line_hand_computed():
         "runs 2/4 done (1 reused), 1 running, steps 150/300, about 12 min 30 s left"
     assert runs.progress_line({"jobs": {}}, now=0) == "runs 0/0 done, nothing left to train"
     assert runs.format_duration(3725) == "1 h 02 min" and runs.format_duration(42) == "42 s"
+
+
+def test_an_unresolved_matched_run_counts_its_expected_steps(tmp_path):
+    # a matched-rollouts run is resolved (its G) only after FR3E's runs: until then the progress line counts the
+    # steps of the runs it is matched to, so the total and the time left do not omit it
+    status = runs.Status(tmp_path / "progress.json")
+    status.set(runs.Job("grpo_pp_matched-general-s0", "run", "general", expected_steps=50), "pending")
+    status.set(runs.Job("fr3e-general-s0", "run", "general"), "pending")
+    assert status.jobs["grpo_pp_matched-general-s0"]["steps"] == 50 and "steps" not in status.jobs["fr3e-general-s0"]
+    assert "steps 0/50" in runs.progress_line({"jobs": status.jobs}, now=0)

@@ -644,7 +644,7 @@ def progress_line(status: dict, now: float) -> str:
         parts.append(f"{len(warm)} warm start{'s' if len(warm) > 1 else ''} running")
     if total_steps:
         parts.append(f"steps {steps_done}/{total_steps}")
-    starts = [j["started"] for j in jobs.values() if "started" in j]
+    starts = [j["started"] for j in runs if "started" in j]  # warm starts before the first run train no steps
     remaining = total_steps - steps_done
     if remaining <= 0:
         parts.append("nothing left to train")

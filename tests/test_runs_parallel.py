@@ -154,6 +154,9 @@ def test_progress_line_hand_computed():
         "w": {"kind": "warm_start", "state": "done", "started": 1200}}}
     assert runs.progress_line(status, now=1600) == \
         "runs 2/4 done (1 reused), 1 running, steps 150/300, about 12 min 30 s left"
+    # a warm start that began earlier trains no steps: the rate counts from the first run's start
+    status["jobs"]["w"]["started"] = 400
+    assert runs.progress_line(status, now=1600).endswith("about 12 min 30 s left")
     assert runs.progress_line({"jobs": {}}, now=0) == "runs 0/0 done, nothing left to train"
     assert runs.format_duration(3725) == "1 h 02 min" and runs.format_duration(42) == "42 s"
 

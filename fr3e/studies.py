@@ -323,11 +323,12 @@ def paired_final(final_evals: pd.DataFrame, arm: str, baseline: str) -> pd.DataF
 
 def mean_curve(curves: pd.DataFrame, x: str, points: int = 40) -> pd.DataFrame:
     """Per (model, arm): mean and std over seeds of accuracy on a grid of `points` x values from 0 to the
-    largest x any seed of the arm reaches (a seed counts only up to its own largest x).
+    largest x every seed of the arm reaches, so each point averages the same seeds (past the shortest seed the
+    mean would change its membership, and a single seed's last point would read as a trend).
     Returns model, arm, x, mean, std, seeds."""
     rows = []
     for (model, arm), g in curves.groupby(["model", "arm"], sort=False):
-        grid = np.linspace(0.0, float(g[x].max()), points)
+        grid = np.linspace(0.0, float(g.groupby("seed")[x].max().min()), points)
         per_seed = np.array([interpolate(s.sort_values(x)[x], s.sort_values(x)["acc"], grid)
                              for _, s in g.groupby("seed")])  # (seeds, points)
         n = np.isfinite(per_seed).sum(axis=0)  # (points,)

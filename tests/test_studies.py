@@ -109,12 +109,13 @@ def test_paired_final_pairs_the_final_evaluations_by_seed():
     assert r["x"] == "step" and r["at"] == 100 and r["delta"] == pytest.approx(5.0) and r["seeds"] == 2
 
 
-def test_mean_curve_counts_a_seed_only_up_to_its_own_largest_x():
+def test_mean_curve_stops_at_the_largest_x_every_seed_reaches():
     c = pd.concat([_curve("fr3e", 0, [0, 10], [0, 10]), _curve("fr3e", 1, [0, 20], [0, 40])])
-    m = studies.mean_curve(c, "gen_tokens", points=3)  # grid 0, 10, 20
-    # at 10: seed 0 gives 10, seed 1 gives 20 -> mean 15; at 20: only seed 1 (40), no std
-    assert m["mean"].tolist() == pytest.approx([0.0, 15.0, 40.0]) and m["seeds"].tolist() == [2, 2, 1]
-    assert math.isnan(m["std"].iloc[2])
+    m = studies.mean_curve(c, "gen_tokens", points=3)  # grid 0, 5, 10: seed 0 ends at 10
+    # at 5: seed 0 gives 5, seed 1 gives 10 -> 7.5; at 10: 10 and 20 -> 15; every point averages both seeds
+    assert m["x"].tolist() == pytest.approx([0.0, 5.0, 10.0])
+    assert m["mean"].tolist() == pytest.approx([0.0, 7.5, 15.0]) and m["seeds"].tolist() == [2, 2, 2]
+    assert m["std"].iloc[2] == pytest.approx(np.std([10.0, 20.0], ddof=1))
 
 
 # ------------------------------------------------------------------------------------------------- cost

@@ -30,6 +30,7 @@ recipes take one optimizer update per batch (`optim.updates_per_batch: 1`), so t
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -183,6 +184,32 @@ def final_evaluations(runs, final_problems: int | None) -> pd.DataFrame:
     from fr3e.runs import load_final_eval, load_final_evals
 
     return load_final_eval(runs, final_problems) if final_problems else load_final_evals(runs)
+
+
+def work_seconds(runs, final_problems: int | None) -> dict:
+    """Seconds the study's runs took, read from their directories (so a re-run that reuses them still reports
+    them): training with its curve evaluations (`DONE`'s wall) and the final evaluations (`final_eval`'s
+    seconds), summed over runs, i.e. core-seconds with one thread per run. Warm starts are not included."""
+    from fr3e.runs import final_eval_path
+
+    train = final = 0.0
+    for info in runs:
+        done = Path(info.run_dir) / "DONE"
+        if done.exists():
+            train += float(json.loads(done.read_text()).get("wall") or 0.0)
+        path = final_eval_path(info.run_dir, final_problems) if final_problems else None
+        if path is not None and path.exists():
+            final += float(json.loads(path.read_text()).get("seconds") or 0.0)
+    return {"train_s": train, "final_eval_s": final, "core_s": train + final, "runs": len(runs)}
+
+
+def timing_note(estimate: dict, clock_seconds: float, work: dict) -> str:
+    """The budget line of a study's README notes: the estimate, this notebook's time, and the work in its runs."""
+    workers = max(1, int(estimate.get("workers") or 1))
+    return (f"Estimated {estimate['wall_s'] / 60:.0f} min on {workers} workers before training; measured: "
+            f"{clock_seconds / 60:.0f} min for this notebook; its {work['runs']} runs (trained now or reused) took "
+            f"{work['core_s'] / 60:.0f} core-min of training and final evaluation, "
+            f"≈ {work['core_s'] / workers / 60:.0f} min on {workers} workers (warm starts excluded).")
 
 
 # ============================================================================================== curves

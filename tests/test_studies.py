@@ -324,3 +324,21 @@ def test_trainer_splits_prefill_into_computed_and_cached_except_after_an_evaluat
         # the HF engine computes a prompt once for all its samples: computed + cached = submitted, cached > 0
         assert r["prefill_computed_tokens"] + r["prefill_cached_tokens"] == r["prefill_tokens"]
         assert 0 < r["prefill_computed_tokens"] < r["prefill_tokens"]
+
+
+def test_work_seconds_reads_the_run_directories_and_the_note_says_it(tmp_path):
+    infos = []
+    for i, (wall, final) in enumerate([(100.0, 40.0), (200.0, None)]):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        (d / "DONE").write_text(json.dumps({"steps": 50, "wall": wall}))
+        if final is not None:
+            runs.final_eval_path(d, 512).write_text(json.dumps({"seconds": final}))
+        infos.append(runs.RunInfo("fr3e", "general", i, 50, d, tmp_path / "r.yaml"))
+    infos.append(runs.RunInfo("fr3e", "general", 2, 50, tmp_path / "missing", tmp_path / "r.yaml"))  # not trained
+    w = studies.work_seconds(infos, 512)
+    # training 100 + 200 = 300; final evaluations 40 (the second run has none yet); 340 core-seconds
+    assert (w["train_s"], w["final_eval_s"], w["core_s"], w["runs"]) == (300.0, 40.0, 340.0, 3)
+    note = studies.timing_note({"wall_s": 3000.0, "workers": 2}, 120.0, {**w, "core_s": 6000.0})
+    assert note.startswith("Estimated 50 min on 2 workers before training; measured: 2 min for this notebook;")
+    assert "took 100 core-min of training and final evaluation, ≈ 50 min on 2 workers" in note

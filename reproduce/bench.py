@@ -1,6 +1,6 @@
 """`make bench`: engine tokens/s, FR3E and GRPO++ step time by phase, and the ratio to TRL's GRPOTrainer.
 
-Thin CLI over `fr3e.bench.run_all` (all logic and its documentation live there): prints one table and writes
+Thin CLI over `fr3e.cli.bench.run_all` (all logic and its documentation live there): prints one table and writes
 the numbers as JSON (default runs/bench/bench.json). About 3-5 minutes on 2 idle CPU cores.
 
     .venv/bin/python reproduce/bench.py [--steps 5] [--trl-batches 3] [--skip-trl] [--out runs/bench/bench.json]
@@ -16,10 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fr3e import bench  # noqa: E402
-from fr3e.cli import UserError, add_debug_flag, check_writable, resolve_model, run_cli  # noqa: E402
-from fr3e.config import load_config  # noqa: E402
-from fr3e.io import atomic_write_text  # noqa: E402
+from fr3e.cli import bench  # noqa: E402
+from fr3e.cli.common import add_debug_flag, check_writable, run_cli
+from fr3e.data.hub import resolve_model
+from fr3e.training.config import load_config  # noqa: E402
+from fr3e.utils.errors import UserError  # noqa: E402
+from fr3e.utils.io import atomic_write_text  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -104,7 +106,7 @@ def format_table(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    """The command line; a user error is one line on stderr and status 2 (`fr3e.cli.run_cli`)."""
+    """The command line; a user error is one line on stderr and status 2 (`fr3e.cli.common.run_cli`)."""
     return run_cli(_main, argv)
 
 
@@ -123,7 +125,7 @@ def check_args(args: argparse.Namespace) -> None:
         model = Path(resolve_model(args.model_dir, cache_dir=args.cache_dir))
         if not (model / "tokenizer.json").exists():
             raise UserError(f"{args.model_dir} is not a tiny model directory (no tokenizer.json); pass one written by "
-                            "fr3e.train (runs/<name>/model) or fr3e.tasks.warm_start, or leave --model-dir out.")
+                            "fr3e.cli.train (runs/<name>/model) or fr3e.tasks.warm_start, or leave --model-dir out.")
         args.model_dir = str(model)
     check_writable(Path(args.out).parent, what="output directory", flag="--out")
 
@@ -134,7 +136,7 @@ def _main(argv) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("fr3e.bench").setLevel(logging.INFO)
+    logging.getLogger("fr3e.cli.bench").setLevel(logging.INFO)
     if args.threads:
         import torch
 

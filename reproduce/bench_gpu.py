@@ -371,7 +371,7 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default=None, help="also profile one engine call; operator table to this file")
     parser.add_argument("--budget-s", type=float, default=270.0, help="skip what would start after this many seconds")
     args = parser.parse_args(argv)
-    from fr3e.io import atomic_write_text
+    from fr3e.utils.io import atomic_write_text
 
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     bad = [s for s in shapes if s not in ("0.5b", "7b")]

@@ -4,7 +4,7 @@
 
 1. Memory of the log-prob pass (defect 5 of the rehearsal issue) on a random Qwen2 in the Qwen2.5-0.5B
    layout (vocab 151,936), bf16: peak GPU memory of the former computation (fp32 copy of the full logits,
-   full log_softmax, entropy) against `fr3e.trainer.token_logprobs` (slices of 512 positions), without and
+   full log_softmax, entropy) against `fr3e.training.trainer.token_logprobs` (slices of 512 positions), without and
    with gradients, for `rows` × `tokens`.
 2. A Table 1 recipe (Qwen2.5-7B FR3E) in one process on the GPU in bf16 with the rehearsal's fixture model
    loaded by hub id (chat template, two EOS ids) and the HF engine: trains a few steps, checkpoints,
@@ -48,7 +48,7 @@ def qwen25_05b(device: str):
 
 def former_logprobs(model, ids, mask, want_entropy=True):
     """The computation before the fix: one fp32 copy of the whole logits, a full log_softmax, entropy."""
-    from fr3e import entropy as entropy_mod
+    from fr3e.method import entropy as entropy_mod
 
     logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1].float()  # (B, L-1, V) fp32
     logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
@@ -67,7 +67,7 @@ def peak_gb(fn) -> float:
 
 
 def memory_check(rows: int, tokens: int) -> dict:
-    from fr3e.trainer import token_logprobs
+    from fr3e.training.policy import token_logprobs
 
     model = qwen25_05b("cuda")
     ids = torch.randint(0, 151936, (rows, tokens), device="cuda")
@@ -102,19 +102,19 @@ def memory_check(rows: int, tokens: int) -> dict:
 
 
 def paper_run(out_dir: Path) -> dict:
-    from fr3e import rehearsal
+    from fr3e.rehearsal import fixtures, launch
 
     cache = out_dir / "cache"
     t0 = time.perf_counter()
-    model_dir = rehearsal.build_fixture_model(cache_dir=cache)
+    model_dir = fixtures.build_fixture_model(cache_dir=cache)
     hf_home = out_dir / "hf"
-    rehearsal.install_hub_cache(model_dir, hf_home)
-    sizes = rehearsal.Sizes(steps=4, eval_every=2, checkpoint_every=2, eval_n=4)
-    overrides = [o.replace("model.dtype=float32", "model.dtype=bfloat16") for o in rehearsal.size_overrides(sizes)]
-    run_dir, ov = rehearsal.table1_run("fr3e", sizes, out_dir / "runs", overrides)
-    cmd = [sys.executable, "-m", "fr3e.train", "--config", str(rehearsal.recipe("fr3e")), "--run-dir", str(run_dir),
+    fixtures.install_hub_cache(model_dir, hf_home)
+    sizes = launch.Sizes(steps=4, eval_every=2, checkpoint_every=2, eval_n=4)
+    overrides = [o.replace("model.dtype=float32", "model.dtype=bfloat16") for o in launch.size_overrides(sizes)]
+    run_dir, ov = launch.table1_run("fr3e", sizes, out_dir / "runs", overrides)
+    cmd = [sys.executable, "-m", "fr3e.cli.train", "--config", str(launch.recipe("fr3e")), "--run-dir", str(run_dir),
            "--no-progress"] + [a for o in ov for a in ("--set", o)]
-    env = rehearsal.hub_env(hf_home)
+    env = fixtures.hub_env(hf_home)
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()] \
         if (run_dir / "metrics.jsonl").exists() else []
@@ -133,12 +133,12 @@ def step_model(out_dir: Path) -> Path:
     """A model directory: the 0.5B layout (random weights, bf16, vocab 151,936) with the fixture tokenizer."""
     from transformers import GenerationConfig
 
-    from fr3e import rehearsal
-    from fr3e.io import atomic_write_json
+    from fr3e.rehearsal import fixtures
+    from fr3e.utils.io import atomic_write_json
 
     model_dir = out_dir / "step_model"
-    tokenizer = rehearsal.train_tokenizer(rehearsal.fixture_texts(), rehearsal.FixtureModelConfig().vocab_size)
-    eot = tokenizer.convert_tokens_to_ids(rehearsal.ENDOFTEXT)
+    tokenizer = fixtures.train_tokenizer(fixtures.fixture_texts(), fixtures.FixtureModelConfig().vocab_size)
+    eot = tokenizer.convert_tokens_to_ids(fixtures.ENDOFTEXT)
     model = qwen25_05b("cuda")
     model.config.eos_token_id = model.config.bos_token_id = eot
     model.generation_config = GenerationConfig(bos_token_id=eot, eos_token_id=eot)
@@ -146,7 +146,7 @@ def step_model(out_dir: Path) -> Path:
     tokenizer.save_pretrained(model_dir)
     tok_cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
     tok_cfg.update({"tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "add_bos_token": False,
-                    "chat_template": rehearsal.CHAT_TEMPLATE})
+                    "chat_template": fixtures.CHAT_TEMPLATE})
     atomic_write_json(model_dir / "tokenizer_config.json", tok_cfg)
     del model
     gc.collect()
@@ -156,19 +156,19 @@ def step_model(out_dir: Path) -> Path:
 
 def trainer_step(out_dir: Path, prompts: int, response_tokens: int, steps: int = 2) -> dict:
     """`steps` FR3E steps of the 0.5B-shaped model in this process: phase times per step, peak GPU memory."""
-    from fr3e import rehearsal
-    from fr3e.config import load_config
-    from fr3e.io import read_jsonl
-    from fr3e.trainer import train
+    from fr3e.rehearsal import launch
+    from fr3e.training.config import load_config
+    from fr3e.training.trainer import train
+    from fr3e.utils.io import read_jsonl
 
     t0 = time.perf_counter()
     model_dir = step_model(out_dir)
-    sizes = rehearsal.Sizes(steps=steps, prompts_per_step=prompts, max_response_tokens=response_tokens, eval_every=0,
+    sizes = launch.Sizes(steps=steps, prompts_per_step=prompts, max_response_tokens=response_tokens, eval_every=0,
                             checkpoint_every=steps, eval_n=1, eval_problems=1, eval_benchmarks=("gsm8k",))
     overrides = [o.replace("model.dtype=float32", "model.dtype=bfloat16")
-                 for o in rehearsal.size_overrides(sizes, hub_id=str(model_dir))]
+                 for o in launch.size_overrides(sizes, hub_id=str(model_dir))]
     overrides += ["reward=coin", "sample_every=0", "data.eval_n=1", "data.eval_problems=1", "name=gpu-step-0.5b", f"steps={steps}"]
-    config = load_config(rehearsal.recipe("fr3e"), overrides)
+    config = load_config(launch.recipe("fr3e"), overrides)
     torch.cuda.reset_peak_memory_stats()
     t1 = time.perf_counter()
     run_dir = train(config, run_dir=out_dir / "step_run", progress=False, cache_dir=out_dir / "cache")

@@ -27,8 +27,8 @@ SIZES = ["steps=2", "checkpoint_every=1", "sample_every=0", "data.prompts_per_st
 
 def rollouts_for(trainer, count: int):
     """`count` hand-made rollouts (prompt '12+3=' and a random continuation) with nonzero advantages."""
-    from fr3e.branching import SHARED, StateKey
-    from fr3e.trainer import Rollout
+    from fr3e.method.branching import SHARED, StateKey
+    from fr3e.training.rollouts import Rollout
 
     prompt = trainer.tokenizer("12+3=").input_ids
     gen = torch.Generator().manual_seed(7)
@@ -41,8 +41,8 @@ def rollouts_for(trainer, count: int):
 
 
 def main(out_dir: str, cache_dir: str) -> None:
-    from fr3e.config import load_config
-    from fr3e.trainer import Trainer, TrainingError
+    from fr3e.training.config import load_config
+    from fr3e.training.trainer import Trainer, TrainingError
 
     out = Path(out_dir)
     config = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml", SIZES)
@@ -87,7 +87,7 @@ def main(out_dir: str, cache_dir: str) -> None:
     trainer.config.rehearsal_zero_reward_rank = -1
 
     # Defect 3: a non-finite loss on rank 0 only stops every process.
-    import fr3e.trainer as trainer_mod
+    import fr3e.training.trainer as trainer_mod
 
     real = trainer_mod.policy_loss
 
@@ -110,7 +110,7 @@ def main(out_dir: str, cache_dir: str) -> None:
     results["finite"] = all(math.isfinite(v) for v in [results.get("update_uneven", {}).get("value", {})
                                                       .get("entropy", float("nan"))])
     (out / f"rank{rank}.json").write_text(json.dumps(results, indent=1, default=str))
-    from fr3e.distributed import shutdown
+    from fr3e.training.distributed import shutdown
 
     shutdown()
 

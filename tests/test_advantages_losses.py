@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from fr3e.advantages import group_advantages, keyed_advantages
-from fr3e.branching import SHARED, StateKey
-from fr3e.losses import policy_loss
-from fr3e.modulation import modulation_by_key
-from fr3e.sampling import group_outcomes, select_base_trajectories, signal_groups
+from fr3e.method.advantages import group_advantages, keyed_advantages
+from fr3e.method.branching import SHARED, StateKey
+from fr3e.method.losses import policy_loss
+from fr3e.method.modulation import modulation_by_key
+from fr3e.method.sampling import group_outcomes, select_base_trajectories, signal_groups
 
 
 def test_group_advantages_by_hand():
@@ -57,7 +57,7 @@ def test_base_selection_and_signal():
 
 
 def reference_loss(logp, old, adv, mask, eps_low, eps_high, c, agg):
-    """Per-token loop written from the equations in fr3e/losses.py."""
+    """Per-token loop written from the equations in fr3e/method/losses.py."""
     total, n_tok, per_seq = 0.0, 0, []
     for i in range(logp.shape[0]):
         s, n = 0.0, 0
@@ -153,7 +153,7 @@ def test_invariance_one_state_and_no_modulation_is_grpo_pp():
 
 
 def test_minibatches_never_split_a_group():
-    from fr3e.sampling import minibatches_by_group
+    from fr3e.method.sampling import minibatches_by_group
 
     # 3 groups of sizes 4, 2, 2 (keys a, b, c) into 2 parts: whichever group comes first fills part 0,
     # the next goes to the emptier part; every group stays whole and all 8 rollouts are used once.

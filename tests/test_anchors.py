@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fr3e.anchors import eligible_positions, select_anchors
+from fr3e.method.anchors import eligible_positions, select_anchors
 
 
 def reference_anchors(scores, mask, k, min_gap=0):

@@ -1,6 +1,6 @@
 import pytest
 
-from fr3e.branching import SHARED, StateKey, build_states, value_chains
+from fr3e.method.branching import SHARED, StateKey, build_states, value_chains
 
 
 def test_states_are_token_exact_prefixes():

@@ -1,4 +1,4 @@
-"""The adaptive exploration budget (fr3e.budget; issue 12 §3): the allocation rule on hand-computed cases,
+"""The adaptive exploration budget (fr3e.method.budget; issue 12 §3): the allocation rule on hand-computed cases,
 then one tiny FR3E step with the option on (budget respected, values from the actual counts) and off
 (the trainer's engine calls and rollouts are those of the fixed-M path)."""
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fr3e import budget
-from fr3e.budget import CAP_FACTOR, next_round, settled_states, wilson_widths
-from fr3e.config import ConfigError, FR3EConfig, load_config
+from fr3e.method import budget
+from fr3e.method.budget import CAP_FACTOR, next_round, settled_states, wilson_widths
+from fr3e.training.config import ConfigError, FR3EConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "cache"
@@ -122,7 +122,7 @@ SMALL = ["steps=2", "data.prompts_per_step=4", "data.max_response_tokens=48", "g
 
 
 def make_trainer(tmp_path, name, extra=()):
-    from fr3e.trainer import Trainer
+    from fr3e.training.trainer import Trainer
 
     cfg = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml", SMALL + list(extra))
     trainer = Trainer(cfg, tmp_path / name, progress=False, cache_dir=CACHE)
@@ -147,7 +147,7 @@ def step_record(trainer):
 
 @pytest.mark.slow
 def test_adaptive_step_respects_the_budget_and_uses_actual_counts(tmp_path):
-    from fr3e.seeds import derive_seed
+    from fr3e.utils.seeds import derive_seed
 
     trainer, calls = make_trainer(tmp_path, "on", ["fr3e.adaptive_budget=true"])
     try:
@@ -198,7 +198,7 @@ def test_adaptive_step_is_deterministic(tmp_path):
 
 @pytest.mark.slow
 def test_option_off_is_the_fixed_m_path(tmp_path, monkeypatch):
-    from fr3e.seeds import derive_seed
+    from fr3e.utils.seeds import derive_seed
 
     def refuse(*args, **kwargs):
         raise AssertionError("the adaptive rule ran with fr3e.adaptive_budget off")
@@ -224,7 +224,7 @@ def test_option_off_is_the_fixed_m_path(tmp_path, monkeypatch):
 
 
 def test_runs_recorded_before_the_option_still_match():
-    from fr3e.config import TrainConfig, diff_configs
+    from fr3e.training.config import TrainConfig, diff_configs
 
     old = TrainConfig().to_dict()
     for key in ("adaptive_budget", "adaptive_round", "adaptive_width"):

@@ -1,4 +1,4 @@
-"""Every command line turns a user error into one line on stderr, exit status 2, no traceback (fr3e.cli).
+"""Every command line turns a user error into one line on stderr, exit status 2, no traceback (fr3e.cli.common).
 
 Each case runs the real entry point in a subprocess (`python -m fr3e.<cli>` or `reproduce/bench.py`) and checks
 the status and the message: what is wrong and what to do. The hub is made unreachable by pointing HF_ENDPOINT
@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from fr3e.cli import UserError, resolve_model, run_cli, user_message
-from fr3e.config import ConfigError, load_config
-from fr3e.runlog import RunDir
+from fr3e.cli.common import run_cli, user_message
+from fr3e.data.hub import resolve_model
+from fr3e.training.config import ConfigError, load_config
+from fr3e.training.runlog import RunDir
+from fr3e.utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "reproduce/configs/tiny-fr3e.yaml"
@@ -67,23 +69,23 @@ def files(tmp_path_factory):
     return d
 
 
-# ---------------------------------------------------------------------------------------------- fr3e.train
+# ---------------------------------------------------------------------------------------------- fr3e.cli.train
 def test_train_missing_config():
-    assert_user_error(run("-m", "fr3e.train", "--config", "reproduce/configs/tiny.yaml"),
+    assert_user_error(run("-m", "fr3e.cli.train", "--config", "reproduce/configs/tiny.yaml"),
                       "config file reproduce/configs/tiny.yaml does not exist", "reproduce/configs/")
 
 
 def test_train_yaml_syntax_error_is_one_line_with_its_position(files):
-    line = assert_user_error(run("-m", "fr3e.train", "--config", str(files / "indent.yaml")),
+    line = assert_user_error(run("-m", "fr3e.cli.train", "--config", str(files / "indent.yaml")),
                              "indent.yaml: YAML syntax error at line 3, column 9", "mapping values are not allowed",
                              "Fix that line")
-    assert len(run("-m", "fr3e.train", "--config", str(files / "indent.yaml")).stderr.splitlines()) == 1, line
-    assert_user_error(run("-m", "fr3e.train", "--config", str(files / "unclosed.yaml")),
+    assert len(run("-m", "fr3e.cli.train", "--config", str(files / "indent.yaml")).stderr.splitlines()) == 1, line
+    assert_user_error(run("-m", "fr3e.cli.train", "--config", str(files / "unclosed.yaml")),
                       "YAML syntax error at line 3, column 1")
 
 
 def test_train_config_is_a_directory():
-    assert_user_error(run("-m", "fr3e.train", "--config", "reproduce/configs"),
+    assert_user_error(run("-m", "fr3e.cli.train", "--config", "reproduce/configs"),
                       "config file reproduce/configs cannot be read", "pass a YAML recipe")
 
 
@@ -105,11 +107,11 @@ def test_train_bad_values_and_unknown_names(override, fragments):
         import torch
         if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
             pytest.skip("vLLM and a GPU are here: the option is valid")
-    assert_user_error(run("-m", "fr3e.train", "--config", TINY, "--set", override), *fragments)
+    assert_user_error(run("-m", "fr3e.cli.train", "--config", TINY, "--set", override), *fragments)
 
 
 def test_train_model_directory_without_weights(files):
-    assert_user_error(run("-m", "fr3e.train", "--config", TINY, "--set", f"model.base={files / 'no-weights'}"),
+    assert_user_error(run("-m", "fr3e.cli.train", "--config", TINY, "--set", f"model.base={files / 'no-weights'}"),
                       "has a config.json but no weights", "Download or save it again")
 
 
@@ -118,28 +120,28 @@ def test_train_tiny_model_directory_without_tokenizer(tmp_path):
     model.mkdir()
     (model / "config.json").write_text('{"model_type": "qwen3"}')
     (model / "model.safetensors").write_bytes(b"")
-    assert_user_error(run("-m", "fr3e.train", "--config", TINY, "--set", f"model.base={model}"),
+    assert_user_error(run("-m", "fr3e.cli.train", "--config", TINY, "--set", f"model.base={model}"),
                       "has no tokenizer.json beside the model", "'general' / 'math'")
 
 
 def test_train_data_file_errors():
-    assert_user_error(run("-m", "fr3e.train", "--config", TINY, "--data", "gsm9k=/tmp/x.jsonl"),
+    assert_user_error(run("-m", "fr3e.cli.train", "--config", TINY, "--data", "gsm9k=/tmp/x.jsonl"),
                       "unknown dataset 'gsm9k'. Did you mean 'gsm8k'?")
-    assert_user_error(run("-m", "fr3e.train", "--config", TINY, "--data", "gsm8k=/no/such/gsm8k.jsonl"),
+    assert_user_error(run("-m", "fr3e.cli.train", "--config", TINY, "--data", "gsm8k=/no/such/gsm8k.jsonl"),
                       "data file /no/such/gsm8k.jsonl (--data gsm8k=...) does not exist")
 
 
 def test_train_unwritable_run_directory(files):
-    assert_user_error(run("-m", "fr3e.train", "--config", TINY, "--run-dir", f"{UNREADABLE}/run"),
+    assert_user_error(run("-m", "fr3e.cli.train", "--config", TINY, "--run-dir", f"{UNREADABLE}/run"),
                       f"cannot write the run directory {UNREADABLE}/run", "Pass --run-dir a directory you can write")
-    assert_user_error(run("-m", "fr3e.train", "--config", TINY, "--run-dir", str(files / "a-file" / "run")),
+    assert_user_error(run("-m", "fr3e.cli.train", "--config", TINY, "--run-dir", str(files / "a-file" / "run")),
                       "is a file", "Pass --run-dir a directory path")
 
 
 def test_paper_recipe_without_hub_fails_in_seconds_and_leaves_nothing(tmp_path):
     run_dir = tmp_path / "paper-run"
     start = time.perf_counter()
-    proc = run("-m", "fr3e.train", "--config", PAPER, "--run-dir", str(run_dir), env=offline_env(tmp_path))
+    proc = run("-m", "fr3e.cli.train", "--config", PAPER, "--run-dir", str(run_dir), env=offline_env(tmp_path))
     seconds = time.perf_counter() - start
     assert_user_error(proc, "model 'Qwen/Qwen2.5-7B' is not in the local Hugging Face cache",
                       "http://127.0.0.1:9 cannot be reached", "--set model.base=DIR")
@@ -154,7 +156,7 @@ def test_paper_benchmark_without_hub_fails_at_start_naming_data_flag(files, tmp_
     (model / "config.json").write_text('{"model_type": "qwen2"}')
     (model / "model.safetensors").write_bytes(b"")  # never loaded: the data check comes first
     run_dir = tmp_path / "paper-run"
-    proc = run("-m", "fr3e.train", "--config", PAPER, "--run-dir", str(run_dir), "--set", f"model.base={model}",
+    proc = run("-m", "fr3e.cli.train", "--config", PAPER, "--run-dir", str(run_dir), "--set", f"model.base={model}",
                "--set", "rollout.engine=hf", env=offline_env(tmp_path))
     assert_user_error(proc, "could not load dataset 'aime24'", "HuggingFaceH4/aime_2024",
                       "not in the local cache and http://127.0.0.1:9 cannot be reached",
@@ -163,47 +165,47 @@ def test_paper_benchmark_without_hub_fails_at_start_naming_data_flag(files, tmp_
 
 
 def test_hub_offline_setting_is_named(tmp_path):
-    proc = run("-m", "fr3e.train", "--config", PAPER, "--run-dir", str(tmp_path / "r"),
+    proc = run("-m", "fr3e.cli.train", "--config", PAPER, "--run-dir", str(tmp_path / "r"),
                env={**offline_env(tmp_path), "HF_HUB_OFFLINE": "1"})
     assert_user_error(proc, "HF_HUB_OFFLINE is set", "huggingface-cli download Qwen/Qwen2.5-7B")
 
 
 def test_debug_shows_the_traceback(files):
-    proc = run("-m", "fr3e.train", "--config", str(files / "indent.yaml"), "--debug")
+    proc = run("-m", "fr3e.cli.train", "--config", str(files / "indent.yaml"), "--debug")
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
 
 
-# ------------------------------------------------------------------------------------------- fr3e.evaluate
+# ------------------------------------------------------------------------------------------- fr3e.evaluation.evaluate
 @pytest.mark.parametrize("model, fragments", [
     ("/no/such/model", ["model directory /no/such/model does not exist", "'general' or 'math'"]),
     ("genral", ["unknown model 'genral'. Did you mean 'general'?"]),
 ])
 def test_evaluate_unknown_model(model, fragments):
-    assert_user_error(run("-m", "fr3e.evaluate", "--model", model), *fragments)
+    assert_user_error(run("-m", "fr3e.cli.evaluate", "--model", model), *fragments)
 
 
 def test_evaluate_run_directory_without_final_model(files):
-    assert_user_error(run("-m", "fr3e.evaluate", "--model", str(files / "unfinished-run")),
+    assert_user_error(run("-m", "fr3e.cli.evaluate", "--model", str(files / "unfinished-run")),
                       "has no final model yet", "Finish the run")
 
 
 def test_evaluate_hub_model_unreachable(tmp_path):
-    assert_user_error(run("-m", "fr3e.evaluate", "--model", "Qwen/Qwen2.5-7B", env=offline_env(tmp_path)),
+    assert_user_error(run("-m", "fr3e.cli.evaluate", "--model", "Qwen/Qwen2.5-7B", env=offline_env(tmp_path)),
                       "model 'Qwen/Qwen2.5-7B' is not in the local Hugging Face cache", "--model DIR")
 
 
 def test_evaluate_bad_arguments(files):
-    assert_user_error(run("-m", "fr3e.evaluate", "--model", "general", "--benchmarks", "eazy"),
+    assert_user_error(run("-m", "fr3e.cli.evaluate", "--model", "general", "--benchmarks", "eazy"),
                       "unknown benchmark 'eazy'. Did you mean 'easy'?")
-    assert_user_error(run("-m", "fr3e.evaluate", "--model", "general", "--n", "0"), "--n 0: use 1 or more")
-    assert_user_error(run("-m", "fr3e.evaluate", "--model", "general", "--out", f"{UNREADABLE}/r.json"),
+    assert_user_error(run("-m", "fr3e.cli.evaluate", "--model", "general", "--n", "0"), "--n 0: use 1 or more")
+    assert_user_error(run("-m", "fr3e.cli.evaluate", "--model", "general", "--out", f"{UNREADABLE}/r.json"),
                       "cannot write the output directory", "--out")
 
 
 @pytest.mark.slow
 def test_evaluate_hub_benchmark_unreachable_names_data_flag(tmp_path):
     """Loads the 'general' warm start (trained on first use: 1-3 min), then fails on the benchmark."""
-    proc = run("-m", "fr3e.evaluate", "--model", "general", "--benchmarks", "gsm8k", env=offline_env(tmp_path),
+    proc = run("-m", "fr3e.cli.evaluate", "--model", "general", "--benchmarks", "gsm8k", env=offline_env(tmp_path),
                timeout=600)
     assert_user_error(proc, "could not load dataset 'gsm8k'", "openai/gsm8k",
                       "--data gsm8k=/path/to/gsm8k.jsonl")
@@ -211,9 +213,9 @@ def test_evaluate_hub_benchmark_unreachable_names_data_flag(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_accepts_general_by_name(tmp_path):
-    """`--model general`: the name fr3e.train accepts (warm start trained on first use: 1-3 min)."""
+    """`--model general`: the name fr3e.cli.train accepts (warm start trained on first use: 1-3 min)."""
     out = tmp_path / "report.json"
-    proc = run("-m", "fr3e.evaluate", "--model", "general", "--benchmarks", "easy", "--n", "1",
+    proc = run("-m", "fr3e.cli.evaluate", "--model", "general", "--benchmarks", "easy", "--n", "1",
                "--num-problems", "2", "--max-new-tokens", "16", "--out", str(out), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(out.read_text())["config"]["num_problems"] == {"easy": 2}
@@ -221,13 +223,13 @@ def test_evaluate_accepts_general_by_name(tmp_path):
 
 # ----------------------------------------------------------------------------------------- other commands
 @pytest.mark.parametrize("args, fragments", [
-    (["-m", "fr3e.plan", "--config-dir", "/no/such/dir"], ["no *.yaml recipes in /no/such/dir"]),
-    (["-m", "fr3e.plan", "--throughput", "7b=fast"], ["--throughput '7b=fast'", "e.g. --throughput 7b=3363"]),
-    (["-m", "fr3e.plan", "--mfu", "3"], ["--mfu 3.0: a utilisation is a fraction in (0, 1]"]),
-    (["-m", "fr3e.reproduce", "--profile", "tiny", "--dry-run", "fig9"], ["unknown artefact(s) ['fig9']"]),
-    (["-m", "fr3e.rehearsal", "--dir", f"{UNREADABLE}/r"], ["cannot write the rehearsal directory", "--dir"]),
-    (["-m", "fr3e.smoke", "--steps", "0"], ["--steps 0: run at least 1 step"]),
-    (["-m", "fr3e.smoke", "--out", f"{UNREADABLE}/s"], ["cannot write the output directory", "--out"]),
+    (["-m", "fr3e.cli.plan", "--config-dir", "/no/such/dir"], ["no *.yaml recipes in /no/such/dir"]),
+    (["-m", "fr3e.cli.plan", "--throughput", "7b=fast"], ["--throughput '7b=fast'", "e.g. --throughput 7b=3363"]),
+    (["-m", "fr3e.cli.plan", "--mfu", "3"], ["--mfu 3.0: a utilisation is a fraction in (0, 1]"]),
+    (["-m", "fr3e.cli.reproduce", "--profile", "tiny", "--dry-run", "fig9"], ["unknown artefact(s) ['fig9']"]),
+    (["-m", "fr3e.cli.rehearsal", "--dir", f"{UNREADABLE}/r"], ["cannot write the rehearsal directory", "--dir"]),
+    (["-m", "fr3e.cli.smoke", "--steps", "0"], ["--steps 0: run at least 1 step"]),
+    (["-m", "fr3e.cli.smoke", "--out", f"{UNREADABLE}/s"], ["cannot write the output directory", "--out"]),
     (["reproduce/bench.py", "--steps", "1"], ["--steps 1: step 1 is dropped as warm-up"]),
     (["reproduce/bench.py", "--model-dir", "/no/such/model"], ["model directory /no/such/model does not exist"]),
 ])
@@ -245,7 +247,7 @@ def test_paper_profile_without_gpu_is_one_line():
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
-    line = assert_user_error(run("-m", "fr3e.reproduce", "--profile", "paper", "table1"),
+    line = assert_user_error(run("-m", "fr3e.cli.reproduce", "--profile", "paper", "table1"),
                              "the paper profile cannot run here; it needs: CUDA GPUs", "--profile tiny")
     assert "\n" not in line
 
@@ -257,7 +259,7 @@ def test_smoke_vllm_without_vllm_or_gpu():
 
     if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
         pytest.skip("vLLM and a GPU are here")
-    assert_user_error(run("-m", "fr3e.smoke", "--engine", "vllm"), "--engine=vllm needs", "--engine hf")
+    assert_user_error(run("-m", "fr3e.cli.smoke", "--engine", "vllm"), "--engine=vllm needs", "--engine hf")
 
 
 # ------------------------------------------------------------------------------- the pieces, in process

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fr3e import command
-from fr3e.cli import UserError
+from fr3e.cli import command
+from fr3e.utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "fr3e"  # the console script pip installed beside this interpreter
@@ -39,9 +39,9 @@ def test_no_command_and_an_unknown_one_are_user_errors():
 
 @pytest.mark.parametrize("name", ["train", "evaluate", "reproduce", "plan", "smoke"])
 def test_subcommand_help_is_the_modules(name):
-    # The module's own parser answers: the same text as `python -m fr3e.<name> --help` (options included).
+    # The module's own parser answers: the same text as `python -m fr3e.cli.<name> --help` (options included).
     ours = fr3e(name, "--help")
-    theirs = subprocess.run([sys.executable, "-m", f"fr3e.{name}", "--help"], cwd=ROOT, capture_output=True,
+    theirs = subprocess.run([sys.executable, "-m", f"fr3e.cli.{name}", "--help"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert ours.returncode == theirs.returncode == 0, ours.stderr
     assert ours.stdout == theirs.stdout and "--debug" in ours.stdout

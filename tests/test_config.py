@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fr3e.config import (
+from fr3e.training.config import (
     ConfigError,
     FR3EConfig,
     GRPOConfig,
@@ -113,7 +113,7 @@ def test_yaml_types_checked(tmp_path):
 
 
 def test_mapping_fields_take_dotted_keys_and_yaml_mappings():
-    from fr3e.config import apply_overrides
+    from fr3e.training.config import apply_overrides
 
     c = apply_overrides(TrainConfig(), ["data.local_files.gsm8k=/data/gsm8k.jsonl",
                                         "data.local_files.aime24=/data/aime.jsonl"])
@@ -127,7 +127,7 @@ def test_mapping_fields_take_dotted_keys_and_yaml_mappings():
 
 
 def test_recipes_load_by_name_from_any_folder(tmp_path, monkeypatch):
-    from fr3e.config import recipe_dir, resolve_recipe
+    from fr3e.training.config import recipe_dir, resolve_recipe
 
     monkeypatch.chdir(tmp_path)  # not the checkout: names resolve against the shipped recipes
     assert resolve_recipe("tiny-fr3e") == recipe_dir() / "tiny-fr3e.yaml"

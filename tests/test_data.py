@@ -1,4 +1,4 @@
-"""fr3e.data: every loader on small fixture files in the hub formats, the offline error, --data parsing."""
+"""fr3e.data.paper: every loader on small fixture files in the hub formats, the offline error, --data parsing."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import datasets
 import huggingface_hub
 import pytest
 
-from fr3e import data
-from fr3e.data import BENCHMARKS, COLUMNS, DATASETS, INSTRUCTION, TRAIN_MIX, DataError
+from fr3e.data import paper as data
+from fr3e.data.paper import BENCHMARKS, COLUMNS, DATASETS, INSTRUCTION, TRAIN_MIX, DataError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 FILES = {

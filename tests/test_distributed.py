@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fr3e.sampling import global_quota
+from fr3e.method.sampling import global_quota
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "cache"

@@ -22,7 +22,7 @@ import torch
 
 from fr3e.engines import vllm as vllm_engine
 from fr3e.engines.base import Completion, Engine
-from fr3e.seeds import derive_seed
+from fr3e.utils.seeds import derive_seed
 
 sys.path.insert(0, str(Path(__file__).parent))
 import vllm_fakes  # noqa: E402

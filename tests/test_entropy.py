@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from fr3e.entropy import newline_scores, random_scores, surprisal, token_entropy, uncertainty_scores
+from fr3e.method.entropy import newline_scores, random_scores, surprisal, token_entropy, uncertainty_scores
 
 
 def test_uniform_and_one_hot_by_hand():

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from fr3e.cli.evaluate import main
 from fr3e.engines.base import Completion, EngineCounters
-from fr3e.evaluate import bootstrap_ci, evaluate, ks_for, main, pass_at_k, score_benchmark
+from fr3e.evaluation.evaluate import bootstrap_ci, evaluate, ks_for, pass_at_k, score_benchmark
 from fr3e.tasks.arithmetic import make_split
 
 pytestmark = pytest.mark.usefixtures("cpu_threads")

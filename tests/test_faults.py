@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fr3e.checkpoint import RunLock, RunLocked, usable_checkpoints, verify_checkpoint, write_manifest
-from fr3e.config import ConfigError
-from fr3e.io import read_jsonl
-from fr3e.trainer import TrainingError, train
+from fr3e.training.checkpoint import RunLock, RunLocked, usable_checkpoints, verify_checkpoint, write_manifest
+from fr3e.training.config import ConfigError
+from fr3e.training.trainer import TrainingError, train
+from fr3e.utils.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "cache"
@@ -44,7 +44,7 @@ def test_manifest_detects_missing_truncated_and_changed_files(tmp_path):
 
 def test_a_second_process_on_a_run_directory_is_refused(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from fr3e.checkpoint import RunLock; "
+        "import sys, time; from fr3e.training.checkpoint import RunLock; "
         f"lock = RunLock({str(tmp_path)!r}); lock.acquire(); print('held', flush=True); time.sleep(30)")],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -142,7 +142,7 @@ def test_a_failed_checkpoint_write_stops_cleanly_and_keeps_the_previous(tmp_path
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_or_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_and_resumes(sig, reference_run, tmp_path):
     run = tmp_path / "term"
-    cmd = [sys.executable, "-m", "fr3e.train", "--config", str(ROOT / "reproduce/configs/tiny-fr3e.yaml"),
+    cmd = [sys.executable, "-m", "fr3e.cli.train", "--config", str(ROOT / "reproduce/configs/tiny-fr3e.yaml"),
            "--run-dir", str(run), "--cache-dir", str(CACHE), "--no-progress"] + sum((["--set", s] for s in SMALL), [])
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -163,8 +163,8 @@ def test_sigterm_or_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_and_resume
 KILL_AT = {
     # where: (module attribute to wrap, call number at which the process SIGKILLs itself)
     "generation": ("fr3e.engines.hf:HFEngine.generate", 5),  # step 3's first generate call (2 per step)
-    "update": ("fr3e.trainer:policy_loss", 3),  # inside step 3's backward passes
-    "checkpoint write": ("fr3e.trainer:write_manifest", 2),  # step 4's checkpoint: files written, no manifest
+    "update": ("fr3e.training.trainer:policy_loss", 3),  # inside step 3's backward passes
+    "checkpoint write": ("fr3e.training.trainer:write_manifest", 2),  # step 4's checkpoint: files written, no manifest
 }
 
 KILLER = """
@@ -181,7 +181,7 @@ def wrapped(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
 setattr(owner, name, wrapped)
-from fr3e.train import main
+from fr3e.cli.train import main
 sys.exit(main(sys.argv[3:]))
 """
 
@@ -198,7 +198,7 @@ def test_kill_9_anywhere_then_resume_matches_the_uninterrupted_run(where, refere
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (run / "DONE").exists()
-    resumed = subprocess.run([sys.executable, "-m", "fr3e.train", *args], cwd=ROOT, env=env, capture_output=True,
+    resumed = subprocess.run([sys.executable, "-m", "fr3e.cli.train", *args], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_run(reference_run, run)

@@ -6,9 +6,9 @@ from pathlib import Path
 import yaml
 from huggingface_hub import ModelCard
 
-from fr3e.config import TrainConfig, load_config
-from fr3e.io import read_jsonl
-from fr3e.modelcard import eval_table, is_hub_id, model_card, write_model_card
+from fr3e.training.config import TrainConfig, load_config
+from fr3e.training.modelcard import eval_table, is_hub_id, model_card, write_model_card
+from fr3e.utils.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "cache"
@@ -68,7 +68,7 @@ def test_written_atomically_and_replaced(tmp_path):
 
 
 def test_every_finished_run_has_a_card_with_its_final_evaluation(tmp_path):
-    from fr3e.trainer import train
+    from fr3e.training.trainer import train
 
     config = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml", [
         "steps=1", "sample_every=0", "data.prompts_per_step=2", "data.eval_problems=4", "data.eval_n=2",

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fr3e import anchors, entropy
 from fr3e.engines.base import Completion, EngineCounters, stop_token_ids
 from fr3e.engines.hf import HFEngine
-from fr3e.trainer import token_logprobs
+from fr3e.method import anchors, entropy
+from fr3e.training.policy import token_logprobs
 
 pytestmark = pytest.mark.usefixtures("cpu_threads")
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,16 +93,16 @@ def test_chunked_logprobs_and_entropy_equal_the_full_vocabulary_reference(dtype)
 
 def test_logprobs_never_build_a_full_fp32_copy_of_the_logits(monkeypatch):
     """The fp32 temporaries are slices: the largest `.float()` of logits has `chunk` positions, not L-1."""
-    from fr3e import trainer
+    from fr3e.training import policy
 
     seen = []
-    real = trainer._chunk_logprobs
+    real = policy._chunk_logprobs
 
     def spy(logits, targets):
         seen.append(tuple(logits.shape))
         return real(logits, targets)
 
-    monkeypatch.setattr(trainer, "_chunk_logprobs", spy)
+    monkeypatch.setattr(policy, "_chunk_logprobs", spy)
     model = LogitsModel(dtype=torch.bfloat16)
     ids = torch.randint(0, 50, (2, 21))
     with torch.no_grad():
@@ -127,8 +127,8 @@ class RecordingEngine:
 
 
 def test_evaluation_prompts_use_the_chat_template_training_uses(tiny_sft):
-    from fr3e.data import encode_prompt
-    from fr3e.evaluate import evaluate
+    from fr3e.data.paper import encode_prompt
+    from fr3e.evaluation.evaluate import evaluate
     from fr3e.tasks.arithmetic import make_split
 
     model, tok = tiny_sft
@@ -144,7 +144,7 @@ def test_evaluation_prompts_use_the_chat_template_training_uses(tiny_sft):
 
 def test_sharded_evaluation_equals_the_single_process_one(tiny_sft):
     """Two shards (simulated in one process) gathered give the same report as one process."""
-    from fr3e.evaluate import evaluate
+    from fr3e.evaluation.evaluate import evaluate
 
     model, tok = tiny_sft
     kw = dict(benchmarks=["easy", "medium"], n=3, num_problems=5, max_new_tokens=40, progress=False,
@@ -162,8 +162,8 @@ def test_sharded_evaluation_equals_the_single_process_one(tiny_sft):
 
 # ------------------------------------------------------------- defect 11: seeds per refill round
 def test_refill_rounds_and_random_scorer_draw_new_seeds(tmp_path):
-    from fr3e.config import load_config
-    from fr3e.trainer import Trainer
+    from fr3e.training.config import load_config
+    from fr3e.training.trainer import Trainer
 
     config = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml", [
         "steps=1", "data.prompts_per_step=2", "data.max_response_tokens=16", "grpo.max_refill_rounds=2",
@@ -184,7 +184,7 @@ def test_refill_rounds_and_random_scorer_draw_new_seeds(tmp_path):
         scorer_seeds.append(kw["generator"].initial_seed())
         return real_scores(scorer, **kw)
 
-    import fr3e.trainer as trainer_mod
+    import fr3e.training.trainer as trainer_mod
 
     trainer_mod.entropy_mod.uncertainty_scores = scores_spy
     try:
@@ -211,8 +211,8 @@ def test_newline_scorer_gives_fewer_anchors_than_k_when_boundaries_are_few():
 
 # ------------------------------------------------------------------ control: the coin reward
 def test_coin_reward_ignores_the_answer_and_is_seeded(tmp_path):
-    from fr3e.config import load_config
-    from fr3e.trainer import Trainer
+    from fr3e.training.config import load_config
+    from fr3e.training.trainer import Trainer
 
     config = load_config(ROOT / "reproduce/configs/tiny-grpo_pp.yaml", ["steps=1", "reward=coin"])
     trainer = Trainer(config, tmp_path / "run", progress=False, cache_dir=ROOT / "runs" / "cache")
@@ -224,7 +224,7 @@ def test_coin_reward_ignores_the_answer_and_is_seeded(tmp_path):
 
 # ------------------------------------------------------- defect 8: paper-profile base-model rows
 def test_evaluate_reads_paper_benchmarks_from_local_files(tiny_sft):
-    from fr3e.evaluate import evaluate
+    from fr3e.evaluation.evaluate import evaluate
 
     model, tok = tiny_sft
     fixture = ROOT / "tests" / "fixtures" / "data" / "gsm8k.jsonl"
@@ -237,7 +237,8 @@ def test_evaluate_reads_paper_benchmarks_from_local_files(tiny_sft):
 def test_paper_base_rows_are_evaluated_like_the_trainer_evaluates(tiny_sft, tmp_path, monkeypatch):
     """base_evals on the paper profile: the trainer's loader and engine, the recipe's data files, labelled by
     the model actually evaluated."""
-    from fr3e import results, trainer
+    from fr3e.study import report as results
+    from fr3e.training import trainer
 
     model, tok = tiny_sft
     seen = {}

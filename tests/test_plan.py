@@ -1,4 +1,4 @@
-"""fr3e.plan: hand-computed cost of a toy GRPO++ and FR3E run, and the CLI on the real recipes."""
+"""fr3e.study.plan: hand-computed cost of a toy GRPO++ and FR3E run, and the CLI on the real recipes."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from fr3e import plan
-from fr3e.config import TrainConfig, from_dict
-from fr3e.plan import Assumptions, estimate_run
+from fr3e.cli import plan as plan_cli
+from fr3e.study import plan
+from fr3e.study.plan import Assumptions, estimate_run
+from fr3e.training.config import TrainConfig, from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +100,7 @@ def test_table1_recipes_plan():
 
 
 def test_main_prints_table(capsys):
-    assert plan.main(["--gpus", "8", "--throughput", "7b=1000,32b=100", "--mfu", "0.4"]) == 0
+    assert plan_cli.main(["--gpus", "8", "--throughput", "7b=1000,32b=100", "--mfu", "0.4"]) == 0
     out = capsys.readouterr().out
     assert "TOTAL" in out and "table1-qwen2.5-math-7b-fr3e" in out
     assert "7b: 1,000 tok/s" in out and "40% MFU" in out

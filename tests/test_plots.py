@@ -1,4 +1,4 @@
-"""fr3e.plots: every figure function returns a Figure whose panels have labelled axes and a legend."""
+"""fr3e.study.plots: every figure function returns a Figure whose panels have labelled axes and a legend."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 
 from matplotlib.figure import Figure  # noqa: E402
 
-from fr3e import plots, results  # noqa: E402
+from fr3e.study import plots  # noqa: E402
+from fr3e.study import report as results
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs" / "tiny"
 RUN_DIRS = sorted(FIXTURE.iterdir())
@@ -104,7 +105,7 @@ def test_seed_band_mean_and_std():
 def test_table1_figure_shows_the_control_rows():
     import pandas as pd
 
-    from fr3e.plots import plot_table1
+    from fr3e.study.plots import plot_table1
 
     rows = [{"model": "general", "system": s, "benchmark": b, "mean": 40.0 + i, "std": 1.0, "seeds": 3}
             for i, s in enumerate(("base", "GRPO++", "GRPO++ (matched rollouts)", "GRPO++ (coin reward)", "FR3E"))

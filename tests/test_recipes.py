@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fr3e.config import diff_configs, load_config
-from fr3e.data import BENCHMARKS, PAPER_TRAIN
+from fr3e.data.paper import BENCHMARKS, PAPER_TRAIN
+from fr3e.training.config import diff_configs, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE1 = ROOT / "reproduce" / "configs" / "table1"

@@ -1,4 +1,4 @@
-"""fr3e.reproduce: profile selection, parameter building, output trimming; and the notebooks' hygiene."""
+"""fr3e.study.reproduction: profile selection, parameter building, output trimming; and the notebooks' hygiene."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fr3e import reproduce
+from fr3e.cli import reproduce as reproduce_cli
+from fr3e.study import reproduction as reproduce
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -33,12 +34,12 @@ def test_paper_without_gpus_exits_naming_what_it_needs():
 
 def test_main_paper_without_gpus_returns_error(monkeypatch, capsys):
     monkeypatch.setattr(reproduce, "cuda_devices", lambda: 0)
-    assert reproduce.main(["--profile", "paper", "table1"]) == 2
+    assert reproduce_cli.main(["--profile", "paper", "table1"]) == 2
     assert "CUDA GPUs" in capsys.readouterr().err
 
 
 def test_unknown_artefact_is_an_error(monkeypatch, capsys):
-    assert reproduce.main(["--profile", "tiny", "--dry-run", "fig9"]) == 2
+    assert reproduce_cli.main(["--profile", "tiny", "--dry-run", "fig9"]) == 2
     assert "unknown artefact" in capsys.readouterr().err
 
 
@@ -120,11 +121,11 @@ def test_notebook_defaults_are_the_smoke_values(path):
 def test_full_table1_plan_counts_runs_and_controls(tmp_path):
     """The full Table 1 parameters plan 2 methods × 2 models × 5 seeds, coin × 3 seeds on general, matched ×
     2 models × 5 seeds (matched runs wait for the FR3E runs of their model)."""
-    from fr3e import runs
+    from fr3e.study import jobs, runs
 
     p = reproduce.parameters_for("tiny", smoke=False, notebook=NOTEBOOK_DIR / "02_table1.ipynb")
     extra = runs._eval_overrides(p["overrides"], p["eval_n"], p["eval_problems"])
-    jobs = runs.plan_jobs(runs.recipes("tiny"), p["models"], p["seeds"], p["steps"], tmp_path, extra,
+    jobs = jobs.plan_jobs(runs.recipes("tiny"), p["models"], p["seeds"], p["steps"], tmp_path, extra,
                           p["controls"], tmp_path / "cache", warm_starts=False)
     keys = [j.key for j in jobs]
     assert len(keys) == 20 + 3 + 10

@@ -1,4 +1,4 @@
-"""fr3e.results, fr3e.runs, fr3e.claims: loaders on fabricated run directories, aggregations and claims with
+"""fr3e.study.report, fr3e.study.runs, fr3e.study.claims: loaders on fabricated run directories, aggregations and claims with
 hand-computed expectations (the statistics themselves are tested in tests/test_stats.py).
 
 The fixture tests/fixtures/runs/tiny/ holds 8 fabricated runs: {grpo_pp, fr3e} × {general, math} × seeds
@@ -22,7 +22,8 @@ import pytest
 
 matplotlib.use("Agg")
 
-from fr3e import claims, results, stats  # noqa: E402
+from fr3e.study import artefacts, claims, stats  # noqa: E402
+from fr3e.study import report as results  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs" / "tiny"
 RUN_DIRS = sorted(FIXTURE.iterdir())
@@ -68,9 +69,9 @@ def test_run_meta_errors_teach(tmp_path):
 
 # ------------------------------------------------------------------------------------------- statistics
 def test_statistics_live_in_stats_and_stay_importable_from_results():
-    # the hand-computed cases are in tests/test_stats.py; notebooks still reach them through fr3e.results
+    # the hand-computed cases are in tests/test_stats.py; notebooks still reach them through fr3e.study.report
     assert results.paired_t_interval is stats.paired_t_interval and results.mean_std is stats.mean_std
-    assert results.claims_table is claims.claims_table  # resolved lazily from fr3e.claims
+    assert results.claims_table is claims.claims_table  # resolved lazily from fr3e.study.claims
 
 
 # ---------------------------------------------------------------------------------------------- table 1
@@ -282,7 +283,7 @@ def test_ensure_runs_trains_missing_and_reuses_finished(tmp_path, caplog):
         return run_dir
 
     recipes = _recipes(tmp_path)
-    with caplog.at_level(logging.INFO, logger="fr3e.runs"):
+    with caplog.at_level(logging.INFO, logger="fr3e.study.launch"):
         runs = results.ensure_runs(recipes, ["general", "math"], [0, 1], steps=3, runs_root=tmp_path / "runs",
                                    launcher=fake_train)
     assert len(runs) == 8 and len(calls) == 8
@@ -324,7 +325,7 @@ def test_ensure_runs_rejects_mislabelled_recipe(tmp_path):
 def test_accelerate_command():
     cmd = results.accelerate_command("acc.yaml", Path("r.yaml"), ["seed=1", "steps=2"], Path("runs/x"), "cache")
     assert cmd[1:4] == ["-m", "accelerate.commands.launch", "--config_file"]
-    assert cmd[cmd.index("-m", 2) + 1] == "fr3e.train"
+    assert cmd[cmd.index("-m", 2) + 1] == "fr3e.cli.train"
     assert cmd[-4:] == ["--set", "seed=1", "--set", "steps=2"]
 
 
@@ -440,7 +441,7 @@ def test_claims_from_committed_results(tmp_path, final):
     # table1: rebuilt from the stored deltas (the paired intervals), no run directories needed
     table1 = tmp_path / "table1"
     table1.mkdir()
-    (table1 / "summary.json").write_text(json.dumps({"deltas": results._jsonable(results.deltas(final))}))
+    (table1 / "summary.json").write_text(json.dumps({"deltas": artefacts._jsonable(results.deltas(final))}))
     rows = claims.claims_from_committed(table1)
     assert [r["verdict"] for r in rows] == [r["verdict"] for r in claims.claim_table1(final)]
     # a training-curve artefact: data.csv holds seed means per step, so the verdict cannot be computed
@@ -533,7 +534,7 @@ def test_results_readme_shows_the_study_numbers(tmp_path):
     base = pd.DataFrame([{"model": "general", "method": "base", "seed": 0, "benchmark": "easy", "avg": 0.25}])
     summary = {"table": results.table1(_study(), base), "deltas": results.deltas(_study()),
                **results.table1_study(_study(), base)}
-    (tmp_path / "table1" / "summary.json").write_text(json.dumps(results._jsonable(summary)))
+    (tmp_path / "table1" / "summary.json").write_text(json.dumps(artefacts._jsonable(summary)))
     text = results.results_readme(tmp_path)
     assert "Problems per split: easy 512." in text
     assert "general: GRPO++ 3, FR3E 3, GRPO++ (matched rollouts) 3, GRPO++ (coin reward) 2" in text

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from fr3e.rewards import _costly, batch_rewards, extract_boxed, join_thousands, reward, verify
+from fr3e.method.rewards import _costly, batch_rewards, extract_boxed, join_thousands, reward, verify
 
 FAST = 2.0  # seconds: every pathological case must finish well within this
 

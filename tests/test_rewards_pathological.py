@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fr3e import rewards
-from fr3e.rewards import MATH_VERIFY_TIMEOUT, call_with_deadline, reward, verify
+from fr3e.method import rewards
+from fr3e.method.rewards import MATH_VERIFY_TIMEOUT, call_with_deadline, reward, verify
 
 _MAKER = Path(__file__).parent / "fixtures" / "pathological" / "make_corpus.py"
 _spec = importlib.util.spec_from_file_location("make_corpus", _MAKER)
@@ -66,7 +66,7 @@ def test_corpus_on_the_main_thread():
 
 
 def test_corpus_on_a_worker_thread():
-    # math-verify's own timeouts (signal.alarm) do nothing here: the bound must come from fr3e.rewards
+    # math-verify's own timeouts (signal.alarm) do nothing here: the bound must come from fr3e.method.rewards
     with ThreadPoolExecutor(max_workers=1) as pool:
         start = time.perf_counter()
         scored = pool.submit(score_all, CORPUS).result(timeout=60)

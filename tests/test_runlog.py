@@ -1,8 +1,8 @@
-"""fr3e.runlog: what a provenance record says about the code that produced it."""
+"""fr3e.training.runlog: what a provenance record says about the code that produced it."""
 
 import subprocess
 
-from fr3e.runlog import git_sha
+from fr3e.training.runlog import git_sha
 
 
 def test_git_sha_is_dirty_for_code_changes_not_for_results(tmp_path):

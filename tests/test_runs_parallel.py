@@ -1,4 +1,4 @@
-"""fr3e.runs: parallel, resumable runs (fake training processes), control arms, matched rollouts, progress line.
+"""fr3e.study.runs: parallel, resumable runs (fake training processes), control arms, matched rollouts, progress line.
 
 The fake "training" is a tiny Python script (no torch) that records when it started and ended, writes the
 files a run directory needs and `DONE`, so the scheduler is tested for real processes in well under 30 s.
@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fr3e import runs
+from fr3e.study import jobs, launch, loaders, runs
 
 RECIPE = "method: {method}\nprofile: tiny\nsteps: 3\n"
 
@@ -52,7 +52,7 @@ def _fake(tmp_path: Path, sleep: float = 0.0, fail: str = "") -> tuple[list, cal
     script.write_text(FAKE_TRAIN)
     calls = []
 
-    def command(job: runs.Job) -> list[str]:
+    def command(job: jobs.Job) -> list[str]:
         calls.append(job)
         if job.kind == "warm_start":
             return [sys.executable, "-c", f"import time; open({str(tmp_path / 'warm.time')!r}, 'w')"
@@ -72,7 +72,7 @@ def test_two_runs_execute_concurrently_and_a_finished_one_is_not_redone(tmp_path
     done = tmp_path / "runs" / "tiny" / "grpo_pp-general-s2-3"
     done.mkdir(parents=True)
     (done / "DONE").write_text("")
-    infos = runs.ensure_runs(recipes, ["general"], [0, 1, 2], **kw)
+    infos = launch.ensure_runs(recipes, ["general"], [0, 1, 2], **kw)
     assert [i.run_dir.name for i in infos] == ["grpo_pp-general-s0-3", "grpo_pp-general-s1-3", "grpo_pp-general-s2-3"]
     assert [j.key for j in calls] == ["warm-start-general", "grpo_pp-general-s0", "grpo_pp-general-s1"]
     (a0, a1), (b0, b1) = (json.loads((i.run_dir / "times.json").read_text()) for i in infos[:2])
@@ -83,17 +83,17 @@ def test_two_runs_execute_concurrently_and_a_finished_one_is_not_redone(tmp_path
     assert {k: v["state"] for k, v in status["jobs"].items()} == {
         "warm-start-general": "done", "grpo_pp-general-s0": "done", "grpo_pp-general-s1": "done",
         "grpo_pp-general-s2": "reused"}
-    assert runs.progress_line(status, now=status["updated"]).startswith("runs 3/3 done (1 reused), steps 6/6")
+    assert launch.progress_line(status, now=status["updated"]).startswith("runs 3/3 done (1 reused), steps 6/6")
     # again: everything is finished, nothing is launched
     calls.clear()
-    again = runs.ensure_runs(recipes, ["general"], [0, 1, 2], **kw)
+    again = launch.ensure_runs(recipes, ["general"], [0, 1, 2], **kw)
     assert [i.run_dir for i in again] == [i.run_dir for i in infos] and [j.key for j in calls] == []
 
 
 def test_a_failed_run_stops_with_its_log_tail(tmp_path):
     _, command = _fake(tmp_path, sleep=0.0, fail="grpo_pp-general-s0")
     with pytest.raises(RuntimeError, match=r"(?s)grpo_pp-general-s0 exited with status 3.*boom: the fake run"):
-        runs.ensure_runs({"grpo_pp": _recipes(tmp_path)["grpo_pp"]}, ["general"], [0], runs_root=tmp_path / "runs",
+        launch.ensure_runs({"grpo_pp": _recipes(tmp_path)["grpo_pp"]}, ["general"], [0], runs_root=tmp_path / "runs",
                          cache_dir=tmp_path / "cache", workers=2, command=command)
     status = json.loads((tmp_path / "runs" / "progress.json").read_text())
     assert status["jobs"]["grpo_pp-general-s0"]["state"] == "failed"
@@ -101,7 +101,7 @@ def test_a_failed_run_stops_with_its_log_tail(tmp_path):
 
 def test_controls_coin_and_matched_rollouts(tmp_path):
     calls, command = _fake(tmp_path)
-    infos = runs.ensure_runs(_recipes(tmp_path), ["general", "math"], [0, 1, 2, 3], runs_root=tmp_path / "runs",
+    infos = launch.ensure_runs(_recipes(tmp_path), ["general", "math"], [0, 1, 2, 3], runs_root=tmp_path / "runs",
                              cache_dir=tmp_path / "cache", workers=2, command=command, controls=["coin", "matched"])
     arms = [(i.arm, i.model, i.seed) for i in infos]
     # main arms: 2 methods × 2 models × 4 seeds; coin: general only, first 3 seeds; matched: every model and seed
@@ -117,7 +117,7 @@ def test_controls_coin_and_matched_rollouts(tmp_path):
     order = [j.key for j in calls]
     assert all(order.index(f"fr3e-math-s{s}") < order.index("grpo_pp_matched-math-s0") for s in range(4))
     # the loaders tag every row with its arm
-    evals = runs.load_metrics(infos)
+    evals = loaders.load_metrics(infos)
     assert set(evals["arm"]) == {"grpo_pp", "fr3e", "grpo_pp_coin", "grpo_pp_matched"}
     assert set(evals.loc[evals["arm"] == "grpo_pp_matched", "method"]) == {"grpo_pp"}
 
@@ -152,20 +152,20 @@ def test_progress_line_hand_computed():
               "started": 1300},
         "d": {"kind": "run", "state": "pending", "steps": 100},
         "w": {"kind": "warm_start", "state": "done", "started": 1200}}}
-    assert runs.progress_line(status, now=1600) == \
+    assert launch.progress_line(status, now=1600) == \
         "runs 2/4 done (1 reused), 1 running, steps 150/300, about 12 min 30 s left"
     # a warm start that began earlier trains no steps: the rate counts from the first run's start
     status["jobs"]["w"]["started"] = 400
-    assert runs.progress_line(status, now=1600).endswith("about 12 min 30 s left")
-    assert runs.progress_line({"jobs": {}}, now=0) == "runs 0/0 done, nothing left to train"
-    assert runs.format_duration(3725) == "1 h 02 min" and runs.format_duration(42) == "42 s"
+    assert launch.progress_line(status, now=1600).endswith("about 12 min 30 s left")
+    assert launch.progress_line({"jobs": {}}, now=0) == "runs 0/0 done, nothing left to train"
+    assert launch.format_duration(3725) == "1 h 02 min" and launch.format_duration(42) == "42 s"
 
 
 def test_an_unresolved_matched_run_counts_its_expected_steps(tmp_path):
     # a matched-rollouts run is resolved (its G) only after FR3E's runs: until then the progress line counts the
     # steps of the runs it is matched to, so the total and the time left do not omit it
-    status = runs.Status(tmp_path / "progress.json")
-    status.set(runs.Job("grpo_pp_matched-general-s0", "run", "general", expected_steps=50), "pending")
-    status.set(runs.Job("fr3e-general-s0", "run", "general"), "pending")
+    status = launch.Status(tmp_path / "progress.json")
+    status.set(jobs.Job("grpo_pp_matched-general-s0", "run", "general", expected_steps=50), "pending")
+    status.set(jobs.Job("fr3e-general-s0", "run", "general"), "pending")
     assert status.jobs["grpo_pp_matched-general-s0"]["steps"] == 50 and "steps" not in status.jobs["fr3e-general-s0"]
-    assert "steps 0/50" in runs.progress_line({"jobs": status.jobs}, now=0)
+    assert "steps 0/50" in launch.progress_line({"jobs": status.jobs}, now=0)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fr3e.smoke import build_random_qwen2, gpu_smoke
+from fr3e.cli.smoke import build_random_qwen2, gpu_smoke
 
 
 def test_random_qwen2_loads_with_tokenizer(tmp_path):

@@ -1,4 +1,4 @@
-"""fr3e.stats: intervals and verdicts checked against arithmetic done by hand in the comments."""
+"""fr3e.study.stats: intervals and verdicts checked against arithmetic done by hand in the comments."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fr3e import stats
+from fr3e.study import stats
 
 
 def test_t_quantile_table_and_interpolation():

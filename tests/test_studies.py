@@ -1,4 +1,4 @@
-"""Compute and ablation studies (fr3e.studies, issue 12 §1-2): curves, interpolation, paired comparisons at
+"""Compute and ablation studies (fr3e.study.studies, issue 12 §1-2): curves, interpolation, paired comparisons at
 equal x, cost and plans, with the arithmetic done by hand in the comments."""
 
 from __future__ import annotations
@@ -10,26 +10,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fr3e import runs, studies
-from fr3e.config import TrainConfig
+from fr3e.study import costs, curves, jobs, launch, loaders, runs, studies
+from fr3e.training.config import TrainConfig
 
 
 # ------------------------------------------------------------------------------------------ interpolation
 def test_interpolate_is_piecewise_linear_and_never_extrapolates():
     x, y = [0, 10, 20], [0, 5, 15]
     # 5 is halfway 0 -> 10: 2.5; 15 is halfway 10 -> 20: (5 + 15) / 2 = 10
-    np.testing.assert_allclose(studies.interpolate(x, y, [5, 15, 0, 20]), [2.5, 10.0, 0.0, 15.0])
-    assert np.isnan(studies.interpolate(x, y, 25)) and np.isnan(studies.interpolate(x, y, -1))
+    np.testing.assert_allclose(curves.interpolate(x, y, [5, 15, 0, 20]), [2.5, 10.0, 0.0, 15.0])
+    assert np.isnan(curves.interpolate(x, y, 25)) and np.isnan(curves.interpolate(x, y, -1))
 
 
 def test_interpolate_repeated_x_keeps_the_last_point():
     # x = 10 twice (a step that generated nothing): keep y = 6; at 15: 6 + (16 - 6) / 2 = 11
-    np.testing.assert_allclose(studies.interpolate([0, 10, 10, 20], [0, 4, 6, 16], [10, 15]), [6.0, 11.0])
+    np.testing.assert_allclose(curves.interpolate([0, 10, 10, 20], [0, 4, 6, 16], [10, 15]), [6.0, 11.0])
 
 
 def test_interpolate_rejects_decreasing_x():
     with pytest.raises(ValueError, match="non-decreasing"):
-        studies.interpolate([0, 5, 3], [1, 2, 3], 1)
+        curves.interpolate([0, 5, 3], [1, 2, 3], 1)
 
 
 # ----------------------------------------------------------------------------------------------- curves
@@ -42,7 +42,7 @@ def _metrics(arm: str, seed: int, gen: list, prefill: list, seconds: list, model
 
 def test_cumulative_costs_start_at_zero_and_sum_each_step():
     m = _metrics("fr3e", 0, [10, 20], [5, 5], [1.0, 2.0])
-    c = studies.cumulative_costs(m)
+    c = curves.cumulative_costs(m)
     assert c["step"].tolist() == [0, 1, 2]
     assert c["gen_tokens"].tolist() == [0, 10, 30]  # 10, 10 + 20
     assert c["gen_prefill_tokens"].tolist() == [0, 15, 40]  # (10 + 5), + (20 + 5)
@@ -54,7 +54,7 @@ def test_curves_join_evaluations_with_costs_and_put_the_base_model_at_zero():
     evals = pd.DataFrame({"model": "general", "arm": "fr3e", "seed": 0, "run": "fr3e-general-s0",
                           "step": [2, 2], "benchmark": ["easy", "hard"], "avg": [0.5, 0.1]})
     base = pd.DataFrame({"model": "general", "benchmark": ["easy", "hard"], "avg": [0.4, 0.0]})
-    c = studies.curves(m, evals, base)
+    c = curves.curves(m, evals, base)
     assert c["step"].tolist() == [0, 2]
     np.testing.assert_allclose(c["acc"], [20.0, 30.0])  # base (40 + 0) / 2; step 2 (50 + 10) / 2
     assert c["gen_tokens"].tolist() == [0, 30] and c["train_seconds"].tolist() == [0.0, 3.0]
@@ -68,7 +68,7 @@ def _curve(arm, seed, xs, accs, model="general"):
 def test_paired_at_equal_x_interpolates_each_seed_at_the_largest_common_x():
     c = pd.concat([_curve("fr3e", 0, [0, 100, 200], [10, 20, 30]), _curve("fr3e", 1, [0, 100, 200], [10, 30, 40]),
                    _curve("grpo_pp", 0, [0, 50, 150], [10, 15, 25]), _curve("grpo_pp", 1, [0, 50, 120], [10, 20, 22])])
-    r = studies.paired_at_equal_x(c, "gen_tokens", "fr3e", "grpo_pp").iloc[0]
+    r = curves.paired_at_equal_x(c, "gen_tokens", "fr3e", "grpo_pp").iloc[0]
     # common x = min(200, 200, 150, 120) = 120. FR3E: 20 + 0.2·10 = 22 and 30 + 0.2·10 = 32; GRPO++: 15 + 0.7·10 = 22
     # and 22 (its last point). Differences 0 and 10: mean 5, sd √50 = 7.0711, t(1) = 12.7062,
     # half-width 12.7062 · 7.0711 / √2 = 63.531.
@@ -81,37 +81,37 @@ def test_paired_at_equal_x_interpolates_each_seed_at_the_largest_common_x():
 def test_paired_at_equal_x_at_a_given_x_leaves_out_seeds_that_do_not_reach_it():
     c = pd.concat([_curve("fr3e", 0, [0, 100], [10, 20]), _curve("fr3e", 1, [0, 300], [10, 40]),
                    _curve("grpo_pp", 0, [0, 300], [10, 13]), _curve("grpo_pp", 1, [0, 300], [10, 16])])
-    r = studies.paired_at_equal_x(c, "gen_tokens", "fr3e", "grpo_pp", at=150).iloc[0]
+    r = curves.paired_at_equal_x(c, "gen_tokens", "fr3e", "grpo_pp", at=150).iloc[0]
     # seed 0 of FR3E stops at 100 < 150: only seed 1 is paired: FR3E 10 + 0.5·30 = 25, GRPO++ 10 + 0.5·6 = 13
     assert r["seeds"] == 1 and r["delta"] == pytest.approx(12.0) and math.isnan(r["ci_low"])
 
 
 def test_compare_paired_and_the_verdict_from_its_interval():
     # differences 1, 2, 3: mean 2, sd 1, t(2) = 4.3027, half-width 4.3027 / √3 = 2.4842 -> contains 0
-    r = studies.compare_paired("general", "step", 100, "fr3e", "grpo_pp", {0: 11, 1: 12, 2: 13}, {0: 10, 1: 10, 2: 10})
+    r = curves.compare_paired("general", "step", 100, "fr3e", "grpo_pp", {0: 11, 1: 12, 2: 13}, {0: 10, 1: 10, 2: 10})
     assert (r["ci_low"], r["ci_high"]) == pytest.approx((2 - 2.4842, 2 + 2.4842), abs=1e-4)
     rows = studies.verdict_rows(pd.DataFrame([r]), "{arm} ≥ {baseline} at equal {x}", "paper")
     assert rows[0]["verdict"].startswith("inconclusive (+2.0 [")
     assert rows[0]["claim"] == "FR3E ≥ GRPO++ at equal training steps"
     # differences 2, 3, 4: low 3 − 2.4842 = +0.52 > 0 -> holds; the same numbers with the claim reversed: contradicted
-    r = studies.compare_paired("general", "step", 100, "fr3e", "grpo_pp", {0: 12, 1: 13, 2: 14}, {0: 10, 1: 10, 2: 10})
+    r = curves.compare_paired("general", "step", 100, "fr3e", "grpo_pp", {0: 12, 1: 13, 2: 14}, {0: 10, 1: 10, 2: 10})
     assert studies.verdict_rows(pd.DataFrame([r]), "c", "p")[0]["verdict"] == "holds (+3.0 [+0.5, +5.5])"
     assert studies.verdict_rows(pd.DataFrame([r]), "c", "p", direction=-1)[0]["verdict"].startswith("contradicted")
-    assert studies.compare_paired("general", "step", 1, "a", "b", {0: 1.0}, {1: 2.0}) is None  # no common seed
+    assert curves.compare_paired("general", "step", 1, "a", "b", {0: 1.0}, {1: 2.0}) is None  # no common seed
 
 
 def test_paired_final_pairs_the_final_evaluations_by_seed():
     final = pd.DataFrame({"model": "general", "arm": ["fr3e"] * 4 + ["grpo_pp"] * 4, "seed": [0, 0, 1, 1] * 2,
                           "run": ["f0", "f0", "f1", "f1", "g0", "g0", "g1", "g1"], "step": 100,
                           "benchmark": ["easy", "hard"] * 4, "avg": [0.6, 0.2, 0.5, 0.1, 0.5, 0.1, 0.5, 0.1]})
-    r = studies.paired_final(final, "fr3e", "grpo_pp").iloc[0]
+    r = curves.paired_final(final, "fr3e", "grpo_pp").iloc[0]
     # seed 0: FR3E 40, GRPO++ 30 -> +10; seed 1: 30 vs 30 -> 0; mean +5
     assert r["x"] == "step" and r["at"] == 100 and r["delta"] == pytest.approx(5.0) and r["seeds"] == 2
 
 
 def test_mean_curve_stops_at_the_largest_x_every_seed_reaches():
     c = pd.concat([_curve("fr3e", 0, [0, 10], [0, 10]), _curve("fr3e", 1, [0, 20], [0, 40])])
-    m = studies.mean_curve(c, "gen_tokens", points=3)  # grid 0, 5, 10: seed 0 ends at 10
+    m = curves.mean_curve(c, "gen_tokens", points=3)  # grid 0, 5, 10: seed 0 ends at 10
     # at 5: seed 0 gives 5, seed 1 gives 10 -> 7.5; at 10: 10 and 20 -> 15; every point averages both seeds
     assert m["x"].tolist() == pytest.approx([0.0, 5.0, 10.0])
     assert m["mean"].tolist() == pytest.approx([0.0, 7.5, 15.0]) and m["seeds"].tolist() == [2, 2, 2]
@@ -122,7 +122,7 @@ def test_mean_curve_stops_at_the_largest_x_every_seed_reaches():
 def test_phase_seconds_mean_per_step_then_over_seeds():
     m = pd.concat([_metrics("fr3e", 0, [1, 1], [0, 0], [3.0, 5.0]), _metrics("fr3e", 1, [1, 1], [0, 0], [6.0, 6.0])])
     m["time_generate"] = [1.0, 3.0, 2.0, 2.0]
-    out = studies.phase_seconds(m).iloc[0]
+    out = costs.phase_seconds(m).iloc[0]
     # seed 0: generate (1 + 3) / 2 = 2, step 4; seed 1: 2 and 6 -> means 2 and 5
     assert out["time_generate"] == pytest.approx(2.0) and out["time_step"] == pytest.approx(5.0) and out["seeds"] == 2
 
@@ -131,44 +131,44 @@ def test_prefill_split_uses_the_steps_where_it_is_known():
     m = _metrics("fr3e", 0, [10, 10, 10], [100, 100, 100], [1.0, 1.0, 1.0])
     m["prefill_computed_tokens"] = [20, None, 30]
     m["prefill_cached_tokens"] = [80, None, 70]
-    r = studies.prefill_split(m).iloc[0]
+    r = costs.prefill_split(m).iloc[0]
     # known steps 1 and 3: computed (20 + 30) / 2 = 25, cached 75, share 75 / 100
     assert r["prefill_computed_tokens"] == 25 and r["cached_share"] == pytest.approx(0.75) and r["steps_measured"] == 2
 
 
 def test_estimate_seconds_adds_training_evaluations_and_warm_starts():
-    costs = studies.Costs(grpo_step_s=0.5, relative=(("grpo_pp", 1.0), ("fr3e", 3.5)), eval_problem_s=0.05,
-                          warm_start_s=250.0, startup_s=5.0)
-    est = studies.estimate_seconds([("grpo_pp", 100), ("fr3e", 100)], eval_every=20, curve_problems=64,
-                                   final_problems=512, warm_starts=1, workers=2, costs=costs)
+    unit = costs.Costs(grpo_step_s=0.5, relative=(("grpo_pp", 1.0), ("fr3e", 3.5)), eval_problem_s=0.05,
+                       warm_start_s=250.0, startup_s=5.0)
+    est = costs.estimate_seconds([("grpo_pp", 100), ("fr3e", 100)], eval_every=20, curve_problems=64,
+                                   final_problems=512, warm_starts=1, workers=2, costs=unit)
     # training 100·0.5 + 5 + 100·0.5·3.5 + 5 = 235; curve points 5 + 5 (step 100 is one of them) × 64 × 0.05
     # = 32; final 2 × 512 × 0.05 = 51.2; warm start 250; total 568.2 core-seconds, 284.1 s on 2 workers
     assert est["train_s"] == pytest.approx(235.0) and est["curve_eval_s"] == pytest.approx(32.0)
     assert est["final_eval_s"] == pytest.approx(51.2) and est["core_s"] == pytest.approx(568.2)
     assert est["wall_s"] == pytest.approx(284.1)
     # 50 steps every 20: points at 20, 40 and the final 50 = 3
-    assert studies.estimate_seconds([("fr3e", 50)], 20, 10, 0, 0, 1, costs)["curve_eval_s"] == pytest.approx(3 * 10 * 0.05)
+    assert costs.estimate_seconds([("fr3e", 50)], 20, 10, 0, 0, 1, unit)["curve_eval_s"] == pytest.approx(3 * 10 * 0.05)
 
 
 def test_full_study_parameters_fit_the_hour_by_the_measured_costs():
-    from fr3e import reproduce
+    from fr3e.study import reproduction as reproduce
 
     p = reproduce.STUDY_PARAMETERS
     arms = ["grpo_pp", "fr3e", "grpo_pp_matched", "fr3e_adaptive"]
-    compute = studies.estimate_seconds(studies.plan(arms, ["general", "math"], p["study_seeds"], p["study_steps"]),
+    compute = costs.estimate_seconds(studies.plan(arms, ["general", "math"], p["study_seeds"], p["study_steps"]),
                                        p["eval_every"], p["curve_problems"], p["final_problems"], 2, 2)
     defaults = studies.recipe_defaults(runs.recipes("tiny")["fr3e"])
     ablation_arms = ["fr3e"] + [c.arm for c in studies.ablation_controls(defaults)]
-    ablations = studies.estimate_seconds(
+    ablations = costs.estimate_seconds(
         studies.plan(ablation_arms, p["ablation_models"], p["study_seeds"], p["ablation_steps"]),
         p["ablation_eval_every"], p["curve_problems"], p["final_problems"], 1, 2, studies.ablation_costs(defaults))
     assert compute["wall_s"] < 3600 and ablations["wall_s"] < 3600, (compute["wall_s"], ablations["wall_s"])
 
 
 def test_fr3e_relative_cost_scales_with_states_times_continuations():
-    assert studies.fr3e_relative_cost(2, 8, base_cost=3.5) == pytest.approx(3.5)
+    assert costs.fr3e_relative_cost(2, 8, base_cost=3.5) == pytest.approx(3.5)
     # K = 1: (1 + 2) · 8 / ((1 + 4) · 8) = 0.6 of the continuations: 3.5 · (0.15 + 0.85 · 0.6) = 2.31
-    assert studies.fr3e_relative_cost(1, 8, base_cost=3.5) == pytest.approx(2.31)
+    assert costs.fr3e_relative_cost(1, 8, base_cost=3.5) == pytest.approx(2.31)
 
 
 # -------------------------------------------------------------------------------------------------- arms
@@ -187,7 +187,7 @@ def test_ablation_arms_skip_the_recipe_value():
 
 
 def test_factor_values_are_accepted_by_the_config():
-    from fr3e.config import MODULATIONS, SCORERS
+    from fr3e.training.config import MODULATIONS, SCORERS
 
     by_name = {f.name: f for f in studies.FACTORS}
     assert set(by_name["scorer"].values) == set(SCORERS) and set(by_name["modulation"].values) == set(MODULATIONS)
@@ -249,34 +249,34 @@ def test_final_eval_writes_rows_with_the_runs_settings_and_the_loader_reads_them
             b: {f"avg@{n}": 0.25, "ci": {f"avg@{n}": [0.2, 0.3]}, f"pass@{n}": 0.5, "num_problems": kw["num_problems"]}
             for b in kw["benchmarks"]}}
 
-    path = runs.final_eval(d, 32, evaluator=fake)
+    path = loaders.final_eval(d, 32, evaluator=fake)
     assert path == d / "final_eval-p32.json" and seen["num_problems"] == 32 and seen["model"] == d / "model"
-    df = runs.load_final_eval([d], 32)
+    df = loaders.load_final_eval([d], 32)
     assert set(df["benchmark"]) == {"easy", "medium", "hard"} and (df["step"] == 4).all() and (df["arm"] == "fr3e").all()
 
 
 def test_final_eval_refuses_an_unfinished_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="DONE"):
-        runs.final_eval(_run_dir(tmp_path, done=False), 8)
+        loaders.final_eval(_run_dir(tmp_path, done=False), 8)
 
 
 def test_plan_adds_one_final_evaluation_per_run_after_it(tmp_path):
-    jobs = runs.plan_jobs(runs.recipes("tiny"), ["general"], [0, 1], 4, tmp_path, [], ["matched"],
-                          tmp_path / "cache", warm_starts=False, final_eval_problems=64)
-    evals = [j for j in jobs if j.kind == "eval"]
+    planned = jobs.plan_jobs(runs.recipes("tiny"), ["general"], [0, 1], 4, tmp_path, [], ["matched"],
+                             tmp_path / "cache", warm_starts=False, final_eval_problems=64)
+    evals = [j for j in planned if j.kind == "eval"]
     assert sorted(j.key for j in evals) == sorted(f"eval-{a}-general-s{s}" for a in ("grpo_pp", "fr3e",
                                                                                       "grpo_pp_matched")
                                                   for s in (0, 1))
     matched = next(j for j in evals if j.key == "eval-grpo_pp_matched-general-s0")
     assert matched.deps == ["grpo_pp_matched-general-s0"] and matched.info is None and matched.resolve is not None
-    assert not any(j.kind == "eval" for j in runs.plan_jobs(runs.recipes("tiny"), ["general"], [0], 4, tmp_path, [],
+    assert not any(j.kind == "eval" for j in jobs.plan_jobs(runs.recipes("tiny"), ["general"], [0], 4, tmp_path, [],
                                                             (), tmp_path / "cache", warm_starts=False))
 
 
 def test_progress_line_counts_final_evaluations():
     status = {"jobs": {"a": {"kind": "run", "state": "done", "steps": 4, "steps_done": 4},
                        "eval-a": {"kind": "eval", "state": "done"}, "eval-b": {"kind": "eval", "state": "pending"}}}
-    assert "final evaluations 1/2 done" in runs.progress_line(status, 0.0)
+    assert "final evaluations 1/2 done" in launch.progress_line(status, 0.0)
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -284,18 +284,18 @@ def test_study_figures_have_a_panel_per_axis_model_and_factor():
     import matplotlib
 
     matplotlib.use("Agg")
-    from fr3e import plots
+    from fr3e.study import plots
 
     c = pd.concat([_curve("fr3e", s, [0, 100], [10, 20 + s]) for s in range(2)]
                   + [_curve("grpo_pp", s, [0, 50], [10, 15]) for s in range(2)])
     c["train_seconds"] = c["gen_tokens"] / 10
-    mc = {x: studies.mean_curve(c, x, points=5) for x in ("gen_tokens", "train_seconds")}
-    comp = studies.paired_at_equal_x(c, "gen_tokens", "fr3e", "grpo_pp")
+    mc = {x: curves.mean_curve(c, x, points=5) for x in ("gen_tokens", "train_seconds")}
+    comp = curves.paired_at_equal_x(c, "gen_tokens", "fr3e", "grpo_pp")
     fig = plots.plot_compute_curves(mc, comp)
     assert len(fig.axes) == 2 and any(line.get_linestyle() == ":" for line in fig.axes[0].lines)
-    phases = pd.DataFrame({"model": ["general", "math"], "arm": "fr3e", **{p: [1.0, 2.0] for p in studies.PHASES}})
+    phases = pd.DataFrame({"model": ["general", "math"], "arm": "fr3e", **{p: [1.0, 2.0] for p in costs.PHASES}})
     fig = plots.plot_phases(phases)
-    assert len(fig.axes) == 2 and len(fig.axes[0].patches) == len(studies.PHASES)  # one stacked bar, 5 parts
+    assert len(fig.axes) == 2 and len(fig.axes[0].patches) == len(costs.PHASES)  # one stacked bar, 5 parts
     table = pd.DataFrame({"factor": ["K", "K", "M"], "value": [1, 2, 8], "recipe": [False, True, True],
                           "acc": [30.0, 32.0, 32.0], "acc_std": [1.0, 1.0, 1.0], "gen_tokens_per_step": [3e4, 4e4, 4e4],
                           "seeds": 3})
@@ -307,9 +307,9 @@ def test_study_figures_have_a_panel_per_axis_model_and_factor():
 def test_trainer_splits_prefill_into_computed_and_cached_except_after_an_evaluation(tmp_path):
     from pathlib import Path
 
-    from fr3e.config import load_config
-    from fr3e.io import read_jsonl
-    from fr3e.trainer import train
+    from fr3e.training.config import load_config
+    from fr3e.training.trainer import train
+    from fr3e.utils.io import read_jsonl
 
     root = Path(__file__).resolve().parents[1]
     config = load_config(root / "reproduce/configs/tiny-fr3e.yaml",
@@ -361,7 +361,7 @@ def test_token_saving_pairs_seeds_and_reads_the_adaptive_counters():
     # counters absent (an older run): nan, and the README cell reads "–"
     bare = studies.token_saving(pd.concat([fr3e, adaptive], ignore_index=True)).iloc[0]
     assert math.isnan(bare["settled_share"]) and math.isnan(bare["arm_rollouts"])
-    table = studies.compute_readme(pd.DataFrame(columns=studies.COMPARISON_COLUMNS), pd.DataFrame(),
+    table = studies.compute_readme(pd.DataFrame(columns=curves.COMPARISON_COLUMNS), pd.DataFrame(),
                                    pd.DataFrame(columns=["model", "arm", "gen_tokens", "prefill_tokens",
                                                          "prefill_computed_tokens", "prefill_cached_tokens",
                                                          "cached_share"]), studies.token_saving(m))[1]

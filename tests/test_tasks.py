@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from fr3e.rewards import reward
+from fr3e.method.rewards import reward
 from fr3e.tasks import arithmetic
 from fr3e.tasks.arithmetic import SPLITS, default_eval_sizes, is_eval_problem, iter_problems, make_split
 from fr3e.tasks.model import build_tiny, num_parameters, save_tiny

@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from fr3e.cli import UserError
-from fr3e.config import ConfigError, TrainConfig, apply_overrides, diff_configs, from_dict, load_config
-from fr3e.io import read_jsonl
-from fr3e.tracking import eval_scalars, flatten, scalars, targets
+from fr3e.training.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    diff_configs,
+    from_dict,
+    load_config,
+)
+from fr3e.training.tracking import eval_scalars, flatten, scalars, targets
+from fr3e.utils.errors import UserError
+from fr3e.utils.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "cache"
@@ -56,7 +63,7 @@ def test_flatten_and_scalars_by_hand():
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
 def test_missing_wandb_is_one_line_naming_the_extra(tmp_path):
-    from fr3e.trainer import train
+    from fr3e.training.trainer import train
 
     config = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml", TINY + ["report_to=tensorboard,wandb"])
     with pytest.raises(UserError, match=r"report_to=wandb needs the wandb package.*\.\[wandb\]") as info:
@@ -68,7 +75,7 @@ def test_missing_wandb_is_one_line_naming_the_extra(tmp_path):
 def test_tiny_run_writes_tensorboard_scalars_at_their_steps(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from fr3e.trainer import train
+    from fr3e.training.trainer import train
 
     config = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml", TINY + ["report_to=tensorboard"])
     run = train(config, tmp_path / "run", progress=False, cache_dir=CACHE)
@@ -95,7 +102,7 @@ def test_tiny_run_writes_tensorboard_scalars_at_their_steps(tmp_path):
 
 
 def test_no_dashboard_writes_no_tensorboard_directory(tmp_path):
-    from fr3e.trainer import train
+    from fr3e.training.trainer import train
 
     config = load_config(ROOT / "reproduce/configs/tiny-fr3e.yaml", TINY + ["steps=1", "eval_every=0"])
     run = train(config, tmp_path / "run", progress=False, cache_dir=CACHE)
@@ -104,7 +111,7 @@ def test_no_dashboard_writes_no_tensorboard_directory(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb not installed (extra 'wandb')")
 def test_wandb_offline_run_holds_the_metrics_and_the_config(tmp_path, monkeypatch):
-    from fr3e.trainer import train
+    from fr3e.training.trainer import train
 
     monkeypatch.setenv("WANDB_MODE", "offline")  # no network, no account: wandb writes a local run to sync later
     monkeypatch.setenv("WANDB_SILENT", "true")

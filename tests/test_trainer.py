@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fr3e.config import ConfigError, load_config
-from fr3e.io import read_jsonl
-from fr3e.trainer import TIMING_KEYS, TrainingError, train
+from fr3e.training.config import ConfigError, load_config
+from fr3e.training.trainer import TIMING_KEYS, TrainingError, train
+from fr3e.utils.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "cache"
@@ -92,7 +92,7 @@ def test_finished_run_is_reused_and_other_config_refused(reference_run):
 
 def test_kill_and_resume_matches_uninterrupted(reference_run, tmp_path):
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "fr3e.train", "--config", str(ROOT / "reproduce/configs/tiny-fr3e.yaml"),
+    cmd = [sys.executable, "-m", "fr3e.cli.train", "--config", str(ROOT / "reproduce/configs/tiny-fr3e.yaml"),
            "--run-dir", str(run), "--cache-dir", str(CACHE), "--no-progress"] + sum((["--set", s] for s in SMALL), [])
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -118,7 +118,7 @@ def test_grpo_pp_is_the_same_loop_with_one_state(tmp_path):
 
 
 def test_nan_reward_stops_with_a_clear_message(tmp_path, monkeypatch):
-    from fr3e import trainer as trainer_mod
+    from fr3e.training import trainer as trainer_mod
 
     monkeypatch.setattr(trainer_mod.Trainer, "_reward", lambda self, text, answer: float("nan"))
     with pytest.raises(TrainingError, match=r"step 1: a reward is NaN"):
@@ -127,7 +127,7 @@ def test_nan_reward_stops_with_a_clear_message(tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
-    from fr3e import trainer as trainer_mod
+    from fr3e.training import trainer as trainer_mod
 
     real = trainer_mod.policy_loss
 
@@ -148,7 +148,7 @@ def test_two_processes(tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(port),
-           "-m", "fr3e.train", "--config", str(ROOT / "reproduce/configs/tiny-grpo_pp.yaml"),
+           "-m", "fr3e.cli.train", "--config", str(ROOT / "reproduce/configs/tiny-grpo_pp.yaml"),
            "--run-dir", str(run), "--cache-dir", str(CACHE), "--no-progress"] + sum((["--set", s] for s in SMALL), [])
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)

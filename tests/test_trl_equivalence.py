@@ -3,8 +3,8 @@
 TRL's own code runs here, not a copy of it: a real `GRPOTrainer` (loss_type "dapo", beta 0, ε_low 0.2,
 ε_high 0.28, T = 1) on a tiny random Qwen3 model generates one batch with its `_generate_and_score_completions`
 (so the advantages, left-padded prompt ids, completion mask and `num_items_in_batch` are TRL's), and its
-`_compute_loss` gives the loss. Our side recomputes log-probs with `fr3e.trainer.token_logprobs` over
-right-padded prompt ⊕ completion rows (as our trainer does) and calls `fr3e.losses.policy_loss` with
+`_compute_loss` gives the loss. Our side recomputes log-probs with `fr3e.training.trainer.token_logprobs` over
+right-padded prompt ⊕ completion rows (as our trainer does) and calls `fr3e.method.losses.policy_loss` with
 `dual_clip=0`, "token-mean" and the global token count. Loss values and gradients must agree.
 
 Where the two are equal, and where they differ (each asserted below, not just stated):
@@ -29,9 +29,9 @@ Where the two are equal, and where they differ (each asserted below, not just st
 import pytest
 import torch
 
-from fr3e.advantages import group_advantages, keyed_advantages
-from fr3e.losses import policy_loss
-from fr3e.trainer import pad_right, token_logprobs
+from fr3e.method.advantages import group_advantages, keyed_advantages
+from fr3e.method.losses import policy_loss
+from fr3e.training.policy import pad_right, token_logprobs
 
 pytest.importorskip("trl")
 

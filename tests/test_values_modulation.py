@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from fr3e.branching import SHARED, StateKey
-from fr3e.modulation import modulation_by_key, modulation_factors
-from fr3e.values import state_values, wilson_interval, z_for
+from fr3e.method.branching import SHARED, StateKey
+from fr3e.method.modulation import modulation_by_key, modulation_factors
+from fr3e.method.values import state_values, wilson_interval, z_for
 
 
 def test_state_values_by_hand():

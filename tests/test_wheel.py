@@ -57,7 +57,7 @@ def test_build_makes_an_sdist_and_a_wheel_with_the_whole_package(dist):
     ours = {str(p.relative_to(ROOT)) for p in (ROOT / "fr3e").rglob("*.py") if "__pycache__" not in p.parts}
     tracked = set(run(["git", "ls-files", "fr3e"], ROOT).stdout.split())
     assert ours & tracked <= names  # every committed module, subpackages (engines, tasks) included
-    assert "fr3e = fr3e.command:main" in entry_points
+    assert "fr3e = fr3e.cli.command:main" in entry_points
 
 
 def test_wheel_installs_into_a_fresh_venv_and_its_command_runs(dist, tmp_path):
@@ -82,7 +82,7 @@ def test_wheel_installs_into_a_fresh_venv_and_its_command_runs(dist, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "usage:" in res.stdout and "--steps" in res.stdout
     # The recipes ship inside the wheel: found by name, or by their checkout path, from any folder.
-    code = ("import fr3e.config as c; from pathlib import Path; "
+    code = ("import fr3e.training.config as c; from pathlib import Path; "
             "a = c.load_config('tiny-fr3e'); b = c.load_config('reproduce/configs/tiny-grpo_pp.yaml'); "
             "assert Path(c.recipe_dir()).is_relative_to(Path(c.__file__).parent), c.recipe_dir(); "
             "print(a.method, b.method, sorted(p.name for p in (c.recipe_dir() / 'table1').glob('*.yaml'))[0])")

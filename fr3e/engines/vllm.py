@@ -16,7 +16,7 @@ The version we implement:
 - Seeds, one random stream per (prompt, sample). vLLM's V1 engine (read in 0.32.0:
   `vllm/v1/engine/parallel_sampling.py`, `ParentRequest._get_child_sampling_params`) splits a request with
   n > 1 into n child requests and seeds child k with `request_seed + k`. Prompt i therefore gets
-  `request_seed = derive_seed(seed, i)` (a 62-bit hash, `fr3e.seeds`), and sample k of prompt i draws from
+  `request_seed = derive_seed(seed, i)` (a 62-bit hash, `fr3e.utils.seeds`), and sample k of prompt i draws from
   the stream `derive_seed(seed, i) + k`. Two streams coincide only if two hashes fall within n of each other
   (probability about n·P²/2⁶²). The former `seed + i` made sample k of prompt i and sample k−1 of prompt
   i+1 one stream (adjacent FR3E states shared 15 of 16 streams, and identical prefixes got identical
@@ -72,7 +72,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from fr3e.engines.base import Completion, EngineCounters, stop_token_ids
-from fr3e.seeds import derive_seed
+from fr3e.utils.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ SPLITS = ("easy", "medium", "hard")
 """Evaluation splits, easiest first (GSM8K-, MATH500-, AIME-like)."""
 
 default_eval_sizes = {"easy": 128, "medium": 128, "hard": 128}
-"""Problems per evaluation split used by notebooks and `fr3e.evaluate` (our choice: 128 problems × n=16
+"""Problems per evaluation split used by notebooks and `fr3e.evaluation.evaluate` (our choice: 128 problems × n=16
 samples take ~4 s per split on 2 idle CPU cores; the bootstrap 95% CI of avg@16 is about ±6 points)."""
 
 TRAIN_MIX = {"easy": 0.4, "medium": 0.45, "hard": 0.15}

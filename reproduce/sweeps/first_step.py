@@ -43,7 +43,7 @@ def load_warm_start(model_dir: str | None, train: bool = False):
 
 
 def rollouts(engine, tok, problems, n, seed):
-    from fr3e.rewards import reward
+    from fr3e.method.rewards import reward
 
     prompts = [tok(p["prompt"]).input_ids for p in problems]
     out = engine.generate(prompts, n=n, max_new_tokens=96, temperature=1.0, top_p=1.0, seed=seed)
@@ -83,7 +83,7 @@ def kl_and_entropy(base, model, ids, mask, tmask):
 
 def accuracy(model, tok, problems, n=8, seed=7):
     from fr3e.engines.hf import HFEngine
-    from fr3e.rewards import reward
+    from fr3e.method.rewards import reward
 
     eng = HFEngine(model, tok, batch_size=256)
     out = eng.generate([tok(p["prompt"]).input_ids for p in problems], n=n, max_new_tokens=96, temperature=1.0,
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
     args = parser.parse_args(argv)
     from fr3e.engines.hf import HFEngine
-    from fr3e.losses import policy_loss
+    from fr3e.method.losses import policy_loss
     from fr3e.tasks.arithmetic import make_split
 
     path, tok, base = load_warm_start(args.model)
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
             sys.stdout.write(f"lr {lr:.0e} {name:<12} KL {kl:.4f}  entropy {ent:.4f}  medium avg@8 {acc:5.1f}\n")
             sys.stdout.flush()
     if args.out:
-        from fr3e.io import atomic_write_json
+        from fr3e.utils.io import atomic_write_json
 
         atomic_write_json(args.out, out)
     return 0

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, default=4, help="independent batches per loss")
     args = parser.parse_args(argv)
     from fr3e.engines.hf import HFEngine
-    from fr3e.losses import policy_loss
+    from fr3e.method.losses import policy_loss
     from fr3e.tasks.arithmetic import make_split
     from fr3e.tasks.warm_start import collate, completion_loss, encode_example
 

@@ -4,7 +4,7 @@
 
 A sweep file names a base recipe, the overrides every run shares (`set`) and the settings to try:
 `grid` (one factor at a time: each listed value replaces that one key of `set`) and/or `runs` (named
-combinations). Keys are the dotted `TrainConfig` fields of `python -m fr3e.train --set`, plus two keys
+combinations). Keys are the dotted `TrainConfig` fields of `python -m fr3e.cli.train --set`, plus two keys
 of the warm start: `warm_start.steps` and `warm_start.lr` (the SFT of `fr3e.tasks.warm_start`, cached
 like the default base models; the run then starts from that directory).
 
@@ -12,7 +12,7 @@ For every setting the driver
 1. evaluates the base model once with the run's own evaluation protocol (`data.eval_*`, the seed the
    trainer uses for its final evaluation), and once at the training sampler (`rollout.temperature`,
    `rollout.top_p`) for the headroom pass@16 - pass@1 (cached in `runs/sweep/base/`);
-2. trains it with `python -m fr3e.train` in `runs/sweep/<sweep>/<setting>/` (one process, 1 thread,
+2. trains it with `python -m fr3e.cli.train` in `runs/sweep/<sweep>/<setting>/` (one process, 1 thread,
    nice 10; a finished run is reused, an interrupted one resumes);
 3. appends one row to `reproduce/sweeps/<sweep>/results.csv`: base and final avg@n per split, the gain
    of their mean, entropy and batch reward at the start / end of training (mean of the first / last
@@ -91,8 +91,8 @@ def base_model_dir(recipe_base: str, overrides: dict) -> tuple[str, dict]:
 
 def evaluate_base(model_dir: Path, config, tag: str, temperature: float, top_p: float) -> dict:
     """Evaluation report of a base model (cached by its directory and the protocol)."""
-    from fr3e.evaluate import evaluate
-    from fr3e.trainer import derive_seed
+    from fr3e.evaluation.evaluate import evaluate
+    from fr3e.utils.seeds import derive_seed
 
     d = config.data
     protocol = {"model": str(model_dir), "n": d.eval_n, "t": temperature, "top_p": top_p,
@@ -106,7 +106,7 @@ def evaluate_base(model_dir: Path, config, tag: str, temperature: float, top_p: 
                       top_p=top_p, max_new_tokens=d.max_response_tokens, num_problems=d.eval_problems or None,
                       seed=protocol["seed"], greedy=tag == "eval", progress=False)
     report["protocol"] = protocol
-    from fr3e.io import atomic_write_json
+    from fr3e.utils.io import atomic_write_json
 
     atomic_write_json(path, report)
     return report
@@ -116,7 +116,7 @@ def train(recipe: str, overrides: dict, run_dir: Path, model_base: str) -> None:
     """One training run in a child process (1 thread, nice 10); returns when it has finished."""
     sets = [f"{k}={v}" for k, v in overrides.items() if k not in WARM_KEYS and k != "model.base"]
     sets.append(f"model.base={model_base}")
-    cmd = ["nice", "-n", "10", sys.executable, "-m", "fr3e.train", "--config", str(ROOT / recipe),
+    cmd = ["nice", "-n", "10", sys.executable, "-m", "fr3e.cli.train", "--config", str(ROOT / recipe),
            "--run-dir", str(run_dir), "--cache-dir", str(ROOT / "runs" / "cache"), "--no-progress"]
     cmd += [x for s in sets for x in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(CODE)}
@@ -132,7 +132,7 @@ def _mean(xs) -> float:
 
 def summarise(name: str, overrides: dict, run_dir: Path, base_eval: dict, base_train: dict) -> dict:
     """One results row from a finished run directory and its base model's reports."""
-    from fr3e.io import read_jsonl
+    from fr3e.utils.io import read_jsonl
 
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     final_step = max(r["step"] for r in read_jsonl(run_dir / "eval.jsonl"))
@@ -190,7 +190,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def write_results(out_dir: Path, rows: list[dict]) -> None:
-    from fr3e.io import atomic_write_text
+    from fr3e.utils.io import atomic_write_text
 
     if not rows:
         return
@@ -205,7 +205,7 @@ def write_results(out_dir: Path, rows: list[dict]) -> None:
 
 
 def run_sweep(path: Path, only: list[str] | None = None, dry_run: bool = False) -> list[dict]:
-    from fr3e.config import load_config
+    from fr3e.training.config import load_config
 
     sweep = yaml.safe_load(path.read_text())
     name = path.stem
@@ -219,7 +219,7 @@ def run_sweep(path: Path, only: list[str] | None = None, dry_run: bool = False) 
             if selected:
                 sys.stdout.write(f"{setting}: {overrides} -> {run_dir}\n")
             continue
-        from fr3e.runlog import RunDir
+        from fr3e.training.runlog import RunDir
 
         if not selected and not RunDir(run_dir).is_finished():
             continue  # neither asked for nor finished: nothing to train or report
@@ -228,7 +228,7 @@ def run_sweep(path: Path, only: list[str] | None = None, dry_run: bool = False) 
         model_base, _ = base_model_dir(recipe_base, overrides)
         sets = [f"{k}={v}" for k, v in overrides.items() if k not in WARM_KEYS and k != "model.base"]
         config = load_config(ROOT / recipe, sets + [f"model.base={model_base}"])
-        from fr3e.trainer import load_policy
+        from fr3e.training.policy import load_policy
 
         _, _, source = load_policy(config, ROOT / "runs" / "cache", progress=False)
         base_eval = evaluate_base(Path(source), config, "eval", config.data.eval_temperature, config.data.eval_top_p)

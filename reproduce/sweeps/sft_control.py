@@ -32,10 +32,10 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--out", type=Path, default=None, help="write the evaluation report (JSON) here")
     args = parser.parse_args(argv)
-    from fr3e.evaluate import evaluate
-    from fr3e.seeds import derive_seed
+    from fr3e.evaluation.evaluate import evaluate
     from fr3e.tasks import arithmetic
     from fr3e.tasks.warm_start import collate, completion_loss, encode_example
+    from fr3e.utils.seeds import derive_seed
 
     path, tok, model = load_warm_start(args.model, train=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)

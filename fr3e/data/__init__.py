@@ -1,0 +1,1 @@
+"""Data and models from outside the package."""

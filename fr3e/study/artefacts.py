@@ -1,0 +1,233 @@
+"""Artefacts: what a notebook writes into `results/<artefact>/` (data.csv, summary.json, figure.png,
+provenance.json, atomically) and `results/README.md`, written from those summaries.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fr3e.study.runs import REPO_ROOT, RunInfo, run_dirs
+from fr3e.study.tables import (
+    HALF_WIDTH_TARGET,
+    METHOD_LABELS,
+    STATISTICS,
+)
+from fr3e.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+class Clock:
+    """Wall time since construction (a notebook starts one in its first cell)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+    @property
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.start, 1)
+
+
+def git_sha(root: str | Path = REPO_ROOT) -> str:
+    """HEAD's commit, with "-dirty" when the working tree has changes; "unknown" outside git."""
+    from fr3e.training.runlog import git_sha as run_git_sha
+
+    return run_git_sha(root) or "unknown"
+
+
+def package_versions(names: Sequence[str] = ("fr3e", "torch", "transformers", "accelerate", "numpy", "pandas",
+                                            "matplotlib", "papermill")) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def provenance(runs: Iterable[RunInfo | str | Path] = (), profile: str = "tiny", clock: Clock | None = None,
+               parameters: dict | None = None, **extra) -> dict:
+    """What produced an artefact: run dirs, git sha, profile, wall time, package versions, parameters."""
+    record = {
+        "run_dirs": [str(d) for d in run_dirs(runs)],
+        "git_sha": git_sha(),
+        "profile": profile,
+        "wall_seconds": clock.seconds if clock else None,
+        "started_at": clock.started_at if clock else None,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "packages": package_versions(),
+        "parameters": parameters or {},
+    }
+    record.update(extra)
+    return record
+
+
+def figure_png(figure, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes (dpi capped at 110 to keep committed results small)."""
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=min(dpi, 110), bbox_inches="tight")
+    return buf.getvalue()
+
+
+def write_artefact(out_dir: str | Path, data: pd.DataFrame, summary: dict, figure, provenance: dict,
+                   dpi: int = 100, figures: dict | None = None) -> Path:
+    """Write data.csv, summary.json, figure.png (dpi ≤ 110) and provenance.json into `out_dir`, atomically.
+
+    `summary` may hold DataFrames (written as lists of records); `figures`: more figures, name -> figure,
+    written as `<name>.png`. Returns `out_dir`.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "data.csv", data.to_csv(index=not isinstance(data.index, pd.RangeIndex)))
+    atomic_write_json(out_dir / "summary.json", _jsonable(summary))
+    atomic_write_bytes(out_dir / "figure.png", figure_png(figure, dpi))
+    for name, extra in (figures or {}).items():
+        atomic_write_bytes(out_dir / f"{name}.png", figure_png(extra, dpi))
+    atomic_write_json(out_dir / "provenance.json", _jsonable(provenance))
+    logger.info("artefact written to %s", out_dir)
+    return out_dir
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, pd.DataFrame):
+        frame = obj.reset_index() if not isinstance(obj.index, pd.RangeIndex) else obj
+        return _jsonable(frame.to_dict(orient="records"))
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# ====================================================================================== results README
+ARTEFACT_TITLES = {
+    "walkthrough": "Method walkthrough (Fig. 1 made concrete)",
+    "table1": "Table 1: accuracy per base model",
+    "entropy": "Entropy dynamics (Fig. 3)",
+    "length": "Response length (Fig. 4)",
+    "advantage": "Advantage distribution (Fig. 5)",
+    "all_right": "All-Right / All-Wrong composition (Figs. 7-8)",
+    "compute": "What FR3E buys per token: accuracy at equal steps, tokens and wall time (`make reproduce-compute`)",
+    "ablations": "Ablations: K, M, scorer, modulation (`make reproduce-ablations`)",
+}
+
+
+def _md_table(rows: list[dict], columns: Sequence[str]) -> str:
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    return head + "".join("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |\n" for r in rows)
+
+
+def results_readme(results_dir: str | Path) -> str:
+    """`results/README.md` from the artefacts' summary.json files: claims, what we measured, the verdicts.
+
+    Written from the files alone (no numbers typed by hand), so it always matches the committed results.
+    """
+    results_dir = Path(results_dir)
+    record = {}
+    if (results_dir / "reproduce.json").exists():
+        record = json.loads((results_dir / "reproduce.json").read_text())
+    total = record.get("total_seconds")
+    lines = ["# Results of the tiny-profile reproduction", "",
+             "Written by `make reproduce` (`python -m fr3e.cli.reproduce`) from the `summary.json` of each artefact; "
+             "every number comes from the runs named in that folder's `provenance.json`, whose configs and "
+             "environments sit in the run directories. The tiny profile is a CPU miniature of the paper's "
+             "pipeline (generated arithmetic, a 0.4M-parameter model): its numbers test the mechanics and the "
+             "direction of each claim, not the paper's magnitudes.", ""]
+    if record:
+        lines += [f"Profile `{record.get('profile')}` ({record.get('profile_reason')}), git `{record.get('git_sha')}`, "
+                  f"total wall time {total:.0f} s." if total else "", ""]
+    lines += [f"Statistics: {STATISTICS}", ""]
+    for artefact, title in ARTEFACT_TITLES.items():
+        path = results_dir / artefact / "summary.json"
+        if not path.exists():
+            continue
+        summary = json.loads(path.read_text())
+        lines += [f"## {title}", "", f"Folder `{artefact}/`: `figure.png`, `data.csv`, `summary.json`, "
+                  "`provenance.json` and the executed notebook.", ""]
+        if artefact == "table1" and summary.get("table"):
+            cols = [c for c in ("model", "system", "easy", "medium", "hard", "avg", "seeds") if c in summary["table"][0]]
+            lines += ["avg@16 in % (mean ± std over seeds):", "", _md_table(summary["table"], cols)]
+            lines += _table1_readme(summary)
+        for table in summary.get("readme_tables") or []:  # the studies' key numbers (fr3e.study.studies)
+            lines += [table["title"], ""] + ([_md_table(table["rows"], table["columns"])] if table["rows"] else [])
+        for note in summary.get("readme_notes") or []:
+            lines += [note, ""]
+        if summary.get("claims_recomputed"):
+            lines += [f"Claims {summary['claims_recomputed']}.", ""]
+        claims = summary.get("claims") or []
+        if claims:
+            lines += [_md_table(claims, ["claim", "model", "paper", "ours", "verdict"])]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _ci(low, high) -> str:
+    return "n/a" if low is None or high is None else f"[{low:+.1f}, {high:+.1f}]"
+
+
+def _table1_readme(summary: dict) -> list[str]:
+    """The Table 1 section's study numbers: problems per split, seeds per arm, deltas against each GRPO++ row
+    with their half-widths, what would halve them, and each arm's gain over its base model."""
+    lines = []
+    if summary.get("problems_per_split"):
+        lines += ["Problems per split: " + ", ".join(f"{k} {v}" for k, v in summary["problems_per_split"].items())
+                  + ".", ""]
+    if summary.get("seeds_per_arm"):
+        lines += ["Seeds per arm: " + "; ".join(f"{model}: " + ", ".join(f"{arm} {n}" for arm, n in arms.items())
+                                               for model, arms in summary["seeds_per_arm"].items()) + ".", ""]
+    if summary.get("gains_over_base"):
+        rows = [{**g, "gain": f"{g['gain']:+.1f}", "95% CI": _ci(g.get("ci_low"), g.get("ci_high"))}
+                for g in summary["gains_over_base"]]
+        lines += ["Gain over the base model (avg over splits, points; t-interval over seeds, base held fixed):", "",
+                  _md_table(rows, ["model", "system", "gain", "95% CI", "seeds"])]
+    if summary.get("deltas"):
+        rows = [{**d, "baseline": METHOD_LABELS.get(d.get("baseline", "grpo_pp"), d.get("baseline")),
+                 "delta": f"{d['delta']:+.1f}", "95% CI": _ci(d.get("ci_low"), d.get("ci_high")),
+                 "half-width": "n/a" if d.get("ci_low") is None else f"{(d['ci_high'] - d['ci_low']) / 2:.1f}"}
+                for d in summary["deltas"]]
+        lines += ["FR3E − GRPO++ rows (points):", "",
+                  _md_table(rows, ["model", "baseline", "benchmark", "delta", "95% CI", "half-width", "seeds"])]
+    if summary.get("delta_half_widths"):
+        target = summary.get("half_width_target", HALF_WIDTH_TARGET)
+
+        def num(x, fmt="{:.1f}"):
+            return "n/a" if x is None else fmt.format(x)
+
+        rows = [{"model": r["model"], "baseline": METHOD_LABELS.get(r["baseline"], r["baseline"]),
+                 "seeds": r["seeds"], "half-width": num(r["half_width"]), "target": f"met (≤ {target:g})" if r["meets_target"]
+                 else f"missed (> {target:g})", "sd of differences": num(r["sd"]), "evaluation sd": num(r["eval_sd"]),
+                 "seed sd": num(r["seed_sd"]), "dominant": r["dominant"],
+                 "seeds to halve": num(r["seeds_to_halve"], "{}")} for r in summary["delta_half_widths"]]
+        lines += [f"Precision of the avg delta (target half-width ≤ {target:g} points). Evaluation sd: the "
+                  "per-problem bootstrap noise of one per-seed difference (an upper bound: both runs see the same "
+                  "problems); seed sd: the rest of the spread between seeds. Seeds to halve: the seeds a "
+                  "t-interval with the measured sd needs for half the half-width (≈ 4×); when evaluation noise "
+                  "dominates, more problems per split shrink it instead.", "",
+                  _md_table(rows, list(rows[0]))]
+    return lines
+
+
+def write_results_readme(results_dir: str | Path) -> Path:
+    path = Path(results_dir) / "README.md"
+    atomic_write_text(path, results_readme(results_dir))
+    return path

@@ -1,0 +1,1 @@
+"""Shared plumbing with no knowledge of the method: atomic files, seeds, the user-error type."""

@@ -12,7 +12,7 @@ PROFILE ?= auto
 NOTEBOOKS := walkthrough table1 entropy length advantage all_right
 
 .DEFAULT_GOAL := help
-.PHONY: help env test unit lint nbval reproduce smoke lab bench bench-gpu plan-table1 gpu-smoke clean-runs rehearse-table1 \
+.PHONY: help env test unit lint nbval reproduce smoke lab bench bench-gpu plan-table1 gpu-smoke clean-runs rehearse-table1 warm-starts \
         test-vllm-cpu reproduce-compute reproduce-ablations \
         $(addprefix reproduce-,$(NOTEBOOKS))
 
@@ -30,8 +30,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 env: $(STAMP)  ## create .venv if missing or out of date (pip -c constraints.txt)
 
-lint: $(STAMP)  ## ruff over the library, CLIs and tests
+lint: $(STAMP)  ## ruff over the library, CLIs and tests; the layer rule (import-linter, docs/architecture.md)
 	$(VENV)/bin/ruff check fr3e reproduce tests
+	$(VENV)/bin/lint-imports --no-cache
 
 unit: $(STAMP)  ## unit tests only (maths, config, tiny world), no smoke runs
 	$(VENV)/bin/pytest -q -m "not slow" tests
@@ -39,10 +40,10 @@ unit: $(STAMP)  ## unit tests only (maths, config, tiny world), no smoke runs
 nbval: $(STAMP)  ## run every notebook with its smoke defaults under nbval
 	$(VENV)/bin/pytest -q --nbval-lax -p no:cacheprovider notebooks/
 
-test: $(STAMP)  ## ruff + unit tests + smoke runs + nbval (what CI runs)
+test: $(STAMP)  ## ruff + the layer rule + unit tests + smoke runs + nbval (what CI runs); ends with the 10 slowest
 	$(VENV)/bin/ruff check fr3e reproduce tests
-	$(VENV)/bin/pytest -q tests
-	$(VENV)/bin/pytest -q --nbval-lax -p no:cacheprovider notebooks/
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --durations=10 tests notebooks/
 
 reproduce: $(STAMP)  ## run every notebook in order with papermill (tiny profile on CPU), write results/
 	$(PY) -m fr3e.cli.reproduce --profile $(PROFILE) all
@@ -73,6 +74,9 @@ rehearse-table1: $(STAMP)  ## CPU dress rehearsal of reproduce-table1 PROFILE=pa
 
 plan-table1: $(STAMP)  ## print the paper-profile Table 1 plan: runs, GPUs, tokens, GPU-hours, disk
 	$(PY) -m fr3e.cli.plan
+
+warm-starts: $(STAMP)  ## retrain the shipped tiny base models (fr3e/tasks/warm_starts/, ~10 min on 2 cores)
+	$(PY) -c "from fr3e.tasks.warm_start import ship; print(*ship(), sep='\n')"
 
 clean-runs:  ## delete runs/ (training runs and caches); results/ is kept
 	rm -rf runs

@@ -36,7 +36,7 @@ def test_recipe_is_a_valid_paper_profile(path):
     assert config.rollout.engine == "vllm"
     assert config.data.train == PAPER_TRAIN
     assert config.data.eval_benchmarks == list(BENCHMARKS)
-    # The authors' run script (PAPER.md "What the official code does").
+    # The authors' run script (the defaults of the official code).
     assert config.data.prompts_per_step == 32
     assert (config.data.max_prompt_tokens, config.data.max_response_tokens) == (1024, 3072)
     assert (config.fr3e.base_per_prompt, config.fr3e.num_anchors, config.fr3e.continuations_per_state) == (4, 4, 16)

@@ -199,3 +199,53 @@ def test_warm_start_interrupted_leaves_nothing(tmp_path, monkeypatch):
 def test_warm_start_unknown_name():
     with pytest.raises(ValueError, match="unknown base model"):
         warm_start("qwen", progress=False)
+
+
+# ---------------------------------------------------------------------------------- shipped warm starts
+def test_shipped_warm_starts_are_the_base_models_of_this_code():
+    """Each base model ships under the hash of its current config and task; a change that alters the hash
+    needs `make warm-starts` (else a fresh clone would train it for minutes and get other numbers)."""
+    import fr3e.tasks.warm_start as ws
+
+    for name, config in BASE_MODELS.items():
+        shipped = ws.SHIPPED_DIR / f"{name}-{config_hash(name, config, 0)}"
+        assert (shipped / ws.MANIFEST).is_file(), f"no shipped copy {shipped}: run make warm-starts"
+        assert ws.verify_manifest(shipped) == [], f"{shipped} differs from its manifest"
+        record = json.loads((shipped / "warm_start.json").read_text())
+        assert record["name"] == name and record["config"]["steps"] == config.steps
+    assert len(list(ws.SHIPPED_DIR.iterdir())) == len(BASE_MODELS)  # no stale copies
+
+
+def test_a_cache_miss_installs_the_shipped_copy_byte_for_byte(tmp_path):
+    import fr3e.tasks.warm_start as ws
+
+    got = warm_start("general", cache_dir=tmp_path, progress=False)  # seconds: no training
+    shipped = ws.SHIPPED_DIR / got.name
+    names = sorted(p.name for p in shipped.iterdir() if p.name != ws.MANIFEST)
+    assert sorted(p.name for p in got.iterdir()) == names
+    assert all((got / n).read_bytes() == (shipped / n).read_bytes() for n in names)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directory left
+
+
+def test_a_damaged_shipped_copy_is_refused_and_rebuild_trains(tmp_path, monkeypatch):
+    import fr3e.tasks.warm_start as ws
+
+    key = config_hash("general", TINY_SFT, 0)
+    fake = tmp_path / "shipped" / f"general-{key}"
+    built = warm_start("general", cache_dir=tmp_path / "build", progress=False, config=TINY_SFT, rebuild=True)
+    fake.parent.mkdir()
+    import shutil
+
+    shutil.copytree(built, fake)
+    ws.write_manifest(fake)
+    monkeypatch.setattr(ws, "SHIPPED_DIR", fake.parent)
+    assert (warm_start("general", cache_dir=tmp_path / "ok", progress=False, config=TINY_SFT) / "model.safetensors"
+            ).read_bytes() == (built / "model.safetensors").read_bytes()
+    data = bytearray((fake / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (fake / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match=r"damaged \(model.safetensors.*FR3E_REBUILD_WARM_STARTS=1"):
+        warm_start("general", cache_dir=tmp_path / "bad", progress=False, config=TINY_SFT)
+    monkeypatch.setenv("FR3E_REBUILD_WARM_STARTS", "1")  # trains instead of copying: the damage does not matter
+    rebuilt = warm_start("general", cache_dir=tmp_path / "env", progress=False, config=TINY_SFT)
+    assert (rebuilt / "model.safetensors").read_bytes() == (built / "model.safetensors").read_bytes()

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 def build_random_qwen2(path: str | Path, hidden_size: int = 256, num_layers: int = 4, seed: int = 0) -> Path:
     """Save a random Qwen2ForCausalLM with the character tokenizer to `path` (tokenizer loads with
-    `fr3e.tasks.tokenizer.load_tokenizer`, never AutoTokenizer: see DESIGN.md's transformers trap)."""
+    `fr3e.tasks.tokenizer.load_tokenizer`, never AutoTokenizer: AutoTokenizer on a qwen2 config ignores a custom tokenizer.json)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from fr3e.tasks.tokenizer import build_tokenizer

@@ -42,7 +42,7 @@ from fr3e.utils.errors import UserError
 logger = logging.getLogger(__name__)
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-"""The paper's prompt suffix (PAPER.md "Training data"), appended to every problem."""
+"""The paper's prompt suffix (the authors' prompt template), appended to every problem."""
 
 COLUMNS = ("id", "prompt", "answer", "solution", "data_source", "difficulty")
 """Columns of every normalised dataset, all strings; the same as the tiny task's splits."""

@@ -2,7 +2,7 @@
 
 Prompts are token-id lists, never text: a state S_j = prompt ⊕ response[:a_j] is handed to the engine
 exactly as the tokens the policy produced (the authors' code decodes and re-tokenizes prefixes, which is
-not token-exact; see PAPER.md, defect 4).
+not token-exact; see the README, "Where we differ from the authors' code").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The default rollout engine: a KV-cached sampling loop over a Hugging Face causal LM (CPU or GPU).
 
 Implements `fr3e.engines.base.Engine` for the trainer (base trajectories, continuations from every state
-S_j, PAPER.md "the idea" steps 1-2) and for `fr3e.evaluation.evaluate`. Prompts are token-id lists; a state S_j is
+S_j, paper §3, first return and explore) and for `fr3e.evaluation.evaluate`. Prompts are token-id lists; a state S_j is
 prompt ⊕ response[:a_j] handed over token-exactly.
 
 The version we implement (and why it is not `model.generate`):

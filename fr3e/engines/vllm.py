@@ -1,16 +1,16 @@
 """The rollout engine of the `paper` profile: vLLM with prefix caching, fed token ids.
 
 Implements `fr3e.engines.base.Engine` like `HFEngine` (same inputs, same outputs) for the authors' setup
-(PAPER.md: verl + FSDP + vLLM with prefix caching): the M continuations of a state S_j share one prefill
+(the authors run verl + FSDP + vLLM with prefix caching): the M continuations of a state S_j share one prefill
 of prompt ⊕ prefix, and the states of one trajectory share the prefill of their common prefix.
 
 The version we implement:
 - `vllm.LLM(model=path, enable_prefix_caching=True, enable_sleep_mode=<when the platform has it>,
   skip_tokenizer_init=True, ...)`, colocated with training in each process. vLLM's own tokenizer is never
   used (prompts are ids, `detokenize=False`), so it is not loaded (and the qwen2 tokenizer trap of
-  DESIGN.md cannot bite). `VLLM_ENABLE_V1_MULTIPROCESSING=0` is set (unless already set) before vLLM is
+  transformers trap cannot bite). `VLLM_ENABLE_V1_MULTIPROCESSING=0` is set (unless already set) before vLLM is
   imported, so the engine core runs in this process (as TRL's colocate mode does).
-- Prompts are `TokensPrompt(prompt_token_ids=...)`, never text (states are token-exact, PAPER.md defect 4).
+- Prompts are `TokensPrompt(prompt_token_ids=...)`, never text (states are token-exact; the authors' code re-tokenizes decoded text).
 - Sampling: one request per prompt, `SamplingParams(n, temperature, top_p, max_tokens, seed, logprobs=0,
   detokenize=False, stop_token_ids=<every EOS id>)`. `temperature == 0` is greedy: one sample copied n times.
 - Seeds, one random stream per (prompt, sample). vLLM's V1 engine (read in 0.32.0:

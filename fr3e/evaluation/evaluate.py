@@ -87,7 +87,7 @@ def score_benchmark(correct: np.ndarray, greedy: np.ndarray | None, seed: int = 
 
 def load_any_tokenizer(path: str | Path):
     """The tokenizer of a model directory or hub id: the tiny world's character tokenizer where the directory
-    holds one (`load_tokenizer` avoids the qwen2 trap of DESIGN.md), else `AutoTokenizer`."""
+    holds one (`load_tokenizer` avoids a transformers trap: AutoTokenizer on a qwen2 config ignores a custom tokenizer.json), else `AutoTokenizer`."""
     from fr3e.tasks.tokenizer import is_tiny_tokenizer, load_tokenizer
 
     if Path(path).is_dir() and is_tiny_tokenizer(path):

@@ -3,7 +3,7 @@
 Paper §3 / official code: binary reward from math-verify (1 if the answer is equivalent to the gold one,
 else 0). Deviations and guards, each with its reason:
 - The reward scores the full response text the caller passes (for a state's continuation, the trainer
-  passes prefix + continuation; the official code scores the continuation only, PAPER.md defect 7).
+  passes prefix + continuation; the official code scores the continuation only, see the README, "Where we differ from the authors' code").
 - Only the LAST `\\boxed{}` counts (as math-verify's `boxed="all"` priority does in practice); a response
   without one scores 0 (no fallback to "the last number", which would reward unboxed guesses).
 - Thousands separators: `4\\,023`, `4{,}023`, `4\\ 023`, `4~023`, `1 000 000` (digit groups of exactly three)

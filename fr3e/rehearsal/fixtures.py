@@ -39,7 +39,7 @@ SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)  # ids 0, 1, 2 (Qwen2.5: 151643, 
 QWEN_PRETOKENIZE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                     r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 """The split regex of Qwen2's tokenizer.json. With it (plus NFC and byte-level), `AutoTokenizer` on a qwen2
-directory, which rebuilds a `Qwen2Tokenizer`, encodes exactly as our tokenizer.json does (DESIGN.md trap:
+directory, which rebuilds a `Qwen2Tokenizer`, encodes exactly as our tokenizer.json does (transformers trap:
 with another pre-tokenizer the rebuilt tokenizer drops "\\n")."""
 CHAT_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' %}"

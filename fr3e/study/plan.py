@@ -2,7 +2,7 @@
 
 `python -m fr3e.cli.plan [--config-dir reproduce/configs/table1] [--gpus 8] [--throughput 7b=3363 ...]` reads
 every Table 1 recipe and prints one line per run and a total. It needs no GPU and no network. The paper
-publishes no cost, GPU count or step count (PAPER.md); every number below is an estimate from stated
+publishes no cost, GPU count or step count (nor do its reviews or the authors' code); every number below is an estimate from stated
 assumptions (:class:`Assumptions`), each with its source, so a reader can redo it with their own.
 
 Formulas (L = mean response tokens, p = mean prompt tokens, P = prompts per step, S = steps):

@@ -291,7 +291,7 @@ def paper_reference() -> pd.DataFrame:
     """The paper's Table 1 as far as it is known: one row per (model, benchmark), "unknown" elsewhere.
 
     Columns: model, benchmark, GRPO++, FR3E, delta (strings; numbers only where the paper states them).
-    Never invented: the paper body could not be read (see /work/shared/PAPER.md).
+    Never invented: the paper body could not be read (only its abstract, figure captions and reviews are public).
     """
     rows = []
     for model in PAPER_MODELS:

@@ -19,6 +19,13 @@ The version we implement:
 - Cached by a hash of (name, config, seed, task version and fingerprint): `cache_dir/<name>-<hash>/` holds the model, the
   tokenizer and `warm_start.json`; a second call returns at once. Training writes into a temporary
   directory that is renamed into place only when complete, so an interrupted run leaves nothing half-made.
+- **Shipped.** The two base models of `BASE_MODELS` ship with the package (`fr3e/tasks/warm_starts/<name>-<hash>/`,
+  ~1.8 MB each, every file's sha256 in its `manifest.json`). A cache miss copies the shipped directory
+  whose hash matches, after checking every checksum, instead of training for minutes; so every machine
+  starts RL from bit-identical base models (training them is deterministic on one CPU type, but floating
+  point differs across CPU types, and every number downstream inherits that). `rebuild=True`, or the
+  environment variable FR3E_REBUILD_WARM_STARTS=1, trains instead (`make warm-starts` rebuilds the shipped
+  copies). A config, seed or task that differs from the shipped one has another hash and is trained.
 """
 
 from __future__ import annotations
@@ -205,6 +212,68 @@ def train_sft(config: WarmStartConfig, seed: int = 0, progress: bool = True):
     return model, tokenizer, info
 
 
+SHIPPED_DIR = Path(__file__).resolve().parent / "warm_starts"
+"""Where the shipped base models live: `<name>-<hash>/` as in a cache directory, plus `manifest.json`."""
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_manifest(directory: Path) -> dict:
+    """`manifest.json` in `directory`: the size and sha256 of every other file in it."""
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
+    (directory / MANIFEST).write_text(json.dumps({"files": files}, indent=1) + "\n")
+    return files
+
+
+def verify_manifest(directory: Path) -> list[str]:
+    """The files of `directory` that are missing or differ from its manifest (empty: intact)."""
+    files = json.loads((directory / MANIFEST).read_text())["files"]
+    return [name for name, want in files.items()
+            if not (directory / name).is_file() or _sha256(directory / name) != want["sha256"]]
+
+
+def _install_shipped(shipped: Path, final: Path) -> None:
+    """Copy a verified shipped warm start into the cache (through a temporary directory, renamed in place)."""
+    bad = verify_manifest(shipped)
+    if bad:
+        raise RuntimeError(f"the shipped warm start {shipped} is damaged ({', '.join(bad)} differ from its "
+                           "manifest.json). Restore it (git checkout -- fr3e/tasks/warm_starts) or train it with "
+                           "FR3E_REBUILD_WARM_STARTS=1.")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        for p in shipped.iterdir():
+            if p.is_file() and p.name != MANIFEST:
+                shutil.copy2(p, tmp / p.name)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process installed it first: keep theirs
+            if not (final / "warm_start.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def ship(names: tuple[str, ...] = tuple(BASE_MODELS), seed: int = 0, progress: bool = True) -> list[Path]:
+    """Train the base models afresh and replace their shipped copies (`make warm-starts`)."""
+    out = []
+    for name in names:
+        with tempfile.TemporaryDirectory() as cache:
+            built = warm_start(name, cache_dir=cache, seed=seed, progress=progress, rebuild=True)
+            target = SHIPPED_DIR / built.name
+            for old in SHIPPED_DIR.glob(f"{name}-*"):
+                shutil.rmtree(old)
+            shutil.copytree(built, target)
+            write_manifest(target)
+            out.append(target)
+    return out
+
+
 def warm_start(
     name: str = "general",
     cache_dir: str | Path = "runs/cache",
@@ -212,12 +281,15 @@ def warm_start(
     progress: bool = True,
     config: WarmStartConfig | None = None,
     threads: int | None = None,
+    rebuild: bool | None = None,
 ) -> Path:
     """The directory of the warm-started base model `name` (model + tokenizer + warm_start.json).
 
     Trains it on first use (1-3 min on 2 cores), then returns the cached directory at once.
     `config` overrides `BASE_MODELS[name]` (tests use a few-step config). `threads`: torch CPU threads
     while training (default: `training_threads()`). Bitwise deterministic for a fixed seed.
+    A cache miss takes the shipped copy when one has this hash and verifies (see the module docstring),
+    unless `rebuild` (default: FR3E_REBUILD_WARM_STARTS=1) asks to train.
     """
     if config is None:
         if name not in BASE_MODELS:
@@ -230,6 +302,13 @@ def warm_start(
         logger.info("warm start %s: cached at %s", name, final)
         return final
     cache_dir.mkdir(parents=True, exist_ok=True)
+    if rebuild is None:
+        rebuild = os.environ.get("FR3E_REBUILD_WARM_STARTS", "") not in ("", "0")
+    shipped = SHIPPED_DIR / final.name
+    if not rebuild and (shipped / MANIFEST).exists():
+        _install_shipped(shipped, final)
+        logger.info("warm start %s: shipped copy %s -> %s", name, shipped, final)
+        return final
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads or training_threads())
     try:

@@ -1,4 +1,4 @@
-"""The training loop for FR3E and GRPO++ (paper §3; DESIGN.md "One training step").
+"""The training loop for FR3E and GRPO++ (paper §3; docs/architecture.md, "From a config to a run directory").
 
 One step, top to bottom (`Trainer.step`):
 

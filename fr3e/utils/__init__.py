@@ -1,1 +1,5 @@
-"""Shared plumbing with no knowledge of the method: atomic files, seeds, the user-error type."""
+"""Layer 0: shared plumbing that knows nothing of the method.
+
+`errors` (UserError), `io` (atomic writes, JSONL), `logs` (failure excerpts of subprocess logs), `seeds`
+(seeds derived from tuples). Imports nothing else of fr3e.
+"""

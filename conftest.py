@@ -12,3 +12,12 @@ def pytest_configure(config):
     wants_notebooks = config.getoption("nbval", default=False) or config.getoption("nbval_lax", default=False)
     if wants_notebooks and config.args_source == pytest.Config.ArgsSource.TESTPATHS:
         config.args.append("notebooks")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), every notebook cell goes to one worker,
+    in collection order: the notebooks run one after another, in their order, as papermill runs them
+    (later ones reuse the runs of earlier ones); the other worker takes the tests meanwhile."""
+    for item in items:
+        if item.nodeid.startswith("notebooks/"):
+            item.add_marker(pytest.mark.xdist_group("notebooks"))

@@ -164,7 +164,7 @@ KILL_AT = {
     # where: (module attribute to wrap, call number at which the process SIGKILLs itself)
     "generation": ("fr3e.engines.hf:HFEngine.generate", 5),  # step 3's first generate call (2 per step)
     "update": ("fr3e.training.trainer:policy_loss", 3),  # inside step 3's backward passes
-    "checkpoint write": ("fr3e.training.trainer:write_manifest", 2),  # step 4's checkpoint: files written, no manifest
+    "checkpoint write": ("fr3e.training.resume:write_manifest", 2),  # step 4's checkpoint: files written, no manifest
 }
 
 KILLER = """

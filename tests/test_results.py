@@ -135,27 +135,33 @@ def _verdicts(table: pd.DataFrame) -> dict[tuple[str, str], str]:
     return {(c, m): v for c, m, v in zip(table["claim"], table["model"], table["verdict"])}
 
 
+def _nt(interval: str) -> str:
+    """The verdict of an interval without width (the fixture's seeds agree exactly)."""
+    return (f"not testable here ({interval}: every seed gave the same difference, so the world fixes this "
+            "quantity or nothing varied)")
+
+
 def test_claims_table_rows_and_verdicts(metrics, final):
     table = claims.claims_table(metrics, final, details=True)
     assert list(table.columns) == claims.COLUMNS + claims.DETAIL_COLUMNS
     assert list(claims.claims_table(metrics, final).columns) == ["claim", "model", "paper", "ours", "verdict"]
-    assert all(v.split(" ")[0] in stats.VERDICTS for v in table["verdict"])
+    assert all(any(v.startswith(name) for name in stats.VERDICTS) for v in table["verdict"])
     by = _verdicts(table)
     # general avg per seed: FR3E − GRPO++ = 30 − 25 = 5 and 40 − 35 = 5 -> [5, 5]
-    assert by[(claims.TABLE1_CLAIM, "general")] == "holds (+5.0 [+5.0, +5.0])"
+    assert by[(claims.TABLE1_CLAIM, "general")] == _nt("+5.0 [+5.0, +5.0]")  # was holds: every seed agreed exactly
     # per-seed gains: general 5, 5; math 10/3, 10/3 -> math − general = −1.67 with sd 0 -> [−1.7, −1.7]
-    assert by[(claims.MATH_CLAIM, "math − general")] == "holds (−1.7 [−1.7, −1.7])"
+    assert by[(claims.MATH_CLAIM, "math − general")] == _nt("−1.7 [−1.7, −1.7]")  # was holds: every seed agreed exactly
     # end-of-training entropy (last quarter = step 4): general FR3E 0.70, 0.71 vs GRPO++ 0.40, 0.41 -> +0.30 each
     key = "FR3E entropy higher than GRPO++ at the end of training (trained tokens)"
-    assert by[(key, "general")] == "holds (+0.300 [+0.300, +0.300])"
-    assert by[(key, "math")] == "contradicted (−0.100 [−0.100, −0.100])"  # 0.30, 0.31 vs 0.40, 0.41
+    assert by[(key, "general")] == _nt("+0.300 [+0.300, +0.300]")  # was holds: every seed agreed exactly
+    assert by[(key, "math")] == _nt("−0.100 [−0.100, −0.100]")  # was contradicted: every seed agreed exactly  # 0.30, 0.31 vs 0.40, 0.41
     # the same, on full responses: math 0.40, 0.41 on both sides -> a zero-width interval at 0 contains 0
     key = "FR3E entropy higher than GRPO++ at the end of training (full responses from the prompt)"
-    assert by[(key, "math")] == "inconclusive (+0.000 [+0.000, +0.000])"
+    assert by[(key, "math")] == _nt("+0.000 [+0.000, +0.000]")  # was inconclusive: every seed agreed exactly
     # advantage std 0.3 vs 0.5: the paper says lower, the interval [−0.2, −0.2] is below 0 -> holds
-    assert by[("FR3E advantages more tightly centred (smaller std)", "general")] == "holds (−0.200 [−0.200, −0.200])"
+    assert by[("FR3E advantages more tightly centred (smaller std)", "general")] == _nt("−0.200 [−0.200, −0.200]")  # was holds: every seed agreed exactly
     key = "FR3E responses longer than GRPO++ (trained rollouts, prefix + continuation)"
-    assert by[(key, "general")] == "holds (+9.0 [+9.0, +9.0])"  # 33 vs 24 tokens in both seeds
+    assert by[(key, "general")] == _nt("+9.0 [+9.0, +9.0]")  # was holds: every seed agreed exactly  # 33 vs 24 tokens in both seeds
 
 
 def test_claim_table1_interval_contains_zero():
@@ -204,7 +210,7 @@ def test_composition_claims_compare_like_with_like(metrics):
     same = claims.claims_table(metrics.assign(group_size=8), artefacts=["all_right"])
     by = _verdicts(same)
     key = "FR3E raises the All-Right share of prompt groups more than GRPO++ (end − start of training)"
-    assert by[(key, "general")] == "holds (+25.0 [+25.0, +25.0])"
+    assert by[(key, "general")].startswith("not testable here (+25.0 [+25.0, +25.0]: every seed gave the same")  # no width
     assert "FR3E +37.5 vs GRPO++ +12.5 pts" in same["ours"].iloc[0]
 
 
@@ -233,7 +239,7 @@ def test_claim_verdict_when_reversed(metrics):
     swap = {"fr3e": "grpo_pp", "grpo_pp": "fr3e"}
     swapped = metrics.assign(method=metrics["method"].map(swap), arm=metrics["arm"].map(swap))
     rows = claims.claims_table(swapped, artefacts=["advantage"])
-    assert rows["verdict"].str.startswith("contradicted (+0.200 [+0.200, +0.200])").all()
+    assert rows["verdict"].str.startswith("not testable here (+0.200 [+0.200, +0.200]").all()  # both seeds agree exactly
 
 
 def test_eval_claims_missing_columns_say_so(final):
@@ -421,7 +427,7 @@ def test_claims_without_measurements_say_not_measured(metrics):
     rows = claims.level_claim(spec, blank)
     assert [r["verdict"] for r in rows] == ["inconclusive (no interval: not measured)"] * 2
     half = metrics.assign(entropy=np.where(metrics["model"] == "math", np.nan, metrics["entropy"]))
-    assert [r["verdict"].split(" ")[0] for r in claims.level_claim(spec, half)] == ["holds", "inconclusive"]
+    assert [r["verdict"].split(" (")[0] for r in claims.level_claim(spec, half)] == ["not testable here", "inconclusive"]
 
 
 def test_results_readme_is_built_from_summaries(tmp_path):
@@ -541,3 +547,30 @@ def test_results_readme_shows_the_study_numbers(tmp_path):
     assert "| general | GRPO++ (coin reward) | −2.5 | [−34.3, +29.3] | 2 |".replace("−", "-") in text
     assert "| general | GRPO++ (matched rollouts) | avg | -3.3 | [-17.7, +11.0] | 14.3 | 3 |" in text
     assert "| general | GRPO++ | 3 | 25.9 | missed (> 2) | 10.4 | 2.8 | 10.0 | seeds | 5 |" in text
+
+
+def test_primary_claims_are_named_once_per_artefact_and_holm_corrected_in_the_readme(tmp_path):
+    assert set(claims.PRIMARY_CLAIMS) == set(claims.ARTEFACTS)  # one per paper artefact
+    t1 = dict(claim=claims.TABLE1_CLAIM, paper="", ours="", direction=1, interval="95% paired t-interval over 5 seeds")
+    rows = [dict(t1, model="general", estimate=2.0, ci_low=0.2, ci_high=3.8),  # t = 2 / (1.8 / 2.7764) = 3.085
+            dict(t1, model="math", estimate=1.0, ci_low=-0.4, ci_high=2.4),
+            dict(t1, claim=claims.TABLE1_CLAIM.replace("GRPO++", "GRPO++ (matched rollouts)"), model="general",
+                 estimate=5.0, ci_low=4.0, ci_high=6.0)]  # exploratory: another baseline
+    length = dict(claim=claims.SPECS[4].claim, model="general", paper="", ours="", estimate=0.0, ci_low=0.0,
+                  ci_high=0.0, direction=1, interval="95% paired t-interval over 5 seeds")
+    family = claims.holm_family(rows + [length])
+    assert [r["model"] for r in family] == ["general", "math", "general"]
+    p_general = stats.t_two_sided_p(2.0 / (1.8 / stats.t_quantile_975(4)), 4)
+    assert family[0]["p_value"] == pytest.approx(p_general)
+    # three primary p-values: general ~0.037, math ~0.16, length 1.0 -> Holm multiplies the smallest by 3
+    assert family[0]["p_holm"] == pytest.approx(min(1.0, 3 * p_general))
+    assert family[0]["p_holm"] > 0.05 and family[0]["verdict_holm"] == stats.INCONCLUSIVE  # holds alone, not after
+    assert family[2]["verdict_holm"] == stats.NOT_TESTABLE
+    assert claims.claim_role(rows[2]["claim"]) == claims.EXPLORATORY
+    for name, claim_rows in (("table1", rows), ("length", [length])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"claims": claim_rows}))
+    text = results.results_readme(tmp_path)
+    assert "## Primary claims" in text and "3 tests, Holm-corrected together" in text
+    assert "Every other verdict in this file is exploratory: 1 of them" in text
+    assert "| table1 | FR3E ≥ GRPO++ on avg@n (mean over the splits) | general | +2 [+0.2, +3.8] |" in text

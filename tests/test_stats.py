@@ -92,7 +92,7 @@ def test_three_verdicts_and_the_boundary():
     # boundary: a closed interval that ends at exactly 0 contains 0
     assert stats.verdict(0.0, 2.0, +1) == "inconclusive"
     assert stats.verdict(-2.0, 0.0, -1) == "inconclusive"
-    assert stats.verdict(0.0, 0.0, +1) == "inconclusive"
+    assert stats.verdict(0.0, 0.0, +1) == "not testable here"  # no width: every seed agreed exactly
     # no interval (one seed): never a verdict from the point estimate
     assert stats.verdict(float("nan"), float("nan"), +1) == "inconclusive"
     with pytest.raises(ValueError, match="direction"):
@@ -127,3 +127,44 @@ def test_variance_split_hand_computed():
     out = stats.variance_split(2.0, 9.0)
     assert out["seed_sd"] == 0.0 and out["eval_share"] == 1.0 and out["dominant"] == "evaluation"
     assert stats.variance_split(float("nan"), 1.0)["dominant"] == "unknown"
+
+
+# ------------------------------------------------------------------------ p-values, Holm, not testable
+@pytest.mark.parametrize("df", [1, 2, 3, 5, 9, 20, 30, 120])
+def test_two_sided_p_at_the_tabled_quantile_is_five_percent(df):
+    # The 97.5% quantile of Student's t leaves 2.5% in each tail: P(|T| >= q) = 0.05 (table to 4 decimals).
+    assert stats.t_two_sided_p(stats.t_quantile_975(df), df) == pytest.approx(0.05, abs=2e-5)
+
+
+def test_two_sided_p_known_values():
+    assert stats.t_two_sided_p(0.0, 4) == pytest.approx(1.0)
+    # df = 1 is the Cauchy distribution: P(|T| >= 1) = 1 - 2·atan(1)/π = 0.5
+    assert stats.t_two_sided_p(1.0, 1) == pytest.approx(0.5, abs=1e-12)
+    # df = 2 has a closed form: P(|T| >= t) = 1 - t / sqrt(2 + t²); t = 1 -> 1 - 1/sqrt(3) = 0.42265
+    assert stats.t_two_sided_p(1.0, 2) == pytest.approx(1 - 1 / math.sqrt(3), abs=1e-12)
+    assert stats.t_two_sided_p(-1.0, 2) == stats.t_two_sided_p(1.0, 2)
+
+
+def test_p_from_a_t_interval_inverts_the_interval():
+    # 5 seeds, mean 1.0, half-width exactly the 97.5% quantile × se: the interval's edge at 0 gives p = 0.05.
+    q = stats.t_quantile_975(4)
+    assert stats.p_from_t_interval(1.0, 0.0, 2.0, 5) == pytest.approx(0.05, abs=2e-5)
+    assert math.isnan(stats.p_from_t_interval(1.0, math.nan, math.nan, 5))
+    assert math.isnan(stats.p_from_t_interval(1.0, 0.0, 2.0, 1))
+    assert stats.p_from_t_interval(1.0, 1.0 - q, 1.0 + q, 5) > 0.05  # se = 1: t = 1
+
+
+def test_holm_step_down_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): 4·0.005 = 0.02; 3·0.01 = 0.03; 2·0.03 = 0.06; 1·0.04 = 0.04 -> 0.06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    out = stats.holm([0.2, math.nan, 0.9])  # nan is not counted in m = 2
+    assert out[0] == pytest.approx(0.4) and math.isnan(out[1]) and out[2] == pytest.approx(0.9)
+    assert stats.holm([0.6, 0.7]) == [1.0, 1.0]
+
+
+def test_an_interval_without_width_is_not_testable():
+    assert stats.verdict(0.0, 0.0) == stats.NOT_TESTABLE
+    assert stats.verdict(1.5, 1.5, -1) == stats.NOT_TESTABLE
+    assert stats.verdict(-0.0, 0.0) == stats.NOT_TESTABLE
+    assert stats.verdict(0.0, 1e-3) == stats.INCONCLUSIVE
+    assert stats.fmt_verdict(0.0, 0.0, 0.0).startswith("not testable here (+0.0 [+0.0, +0.0]: every seed")

@@ -84,7 +84,7 @@ def test_wheel_installs_into_a_fresh_venv_and_its_command_runs(dist, tmp_path):
     # The recipes ship inside the wheel: found by name, or by their checkout path, from any folder.
     code = ("import fr3e.training.config as c; from pathlib import Path; "
             "a = c.load_config('tiny-fr3e'); b = c.load_config('reproduce/configs/tiny-grpo_pp.yaml'); "
-            "assert Path(c.recipe_dir()).is_relative_to(Path(c.__file__).parent), c.recipe_dir(); "
+            "assert Path(c.recipe_dir()).is_relative_to(Path(c.__file__).parent.parent), c.recipe_dir(); "
             "print(a.method, b.method, sorted(p.name for p in (c.recipe_dir() / 'table1').glob('*.yaml'))[0])")
     res = run([python, "-c", code], tmp_path)
     assert res.returncode == 0, res.stderr

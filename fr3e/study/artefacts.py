@@ -14,16 +14,16 @@ import time
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from fr3e.study.claims import FAMILY_ALPHA, claim_role, holm_family
 from fr3e.study.runs import REPO_ROOT, RunInfo, run_dirs
 from fr3e.study.tables import (
     HALF_WIDTH_TARGET,
     METHOD_LABELS,
     STATISTICS,
+    _jsonable,
 )
 from fr3e.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -103,23 +103,6 @@ def write_artefact(out_dir: str | Path, data: pd.DataFrame, summary: dict, figur
     return out_dir
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, pd.DataFrame):
-        frame = obj.reset_index() if not isinstance(obj.index, pd.RangeIndex) else obj
-        return _jsonable(frame.to_dict(orient="records"))
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 # ====================================================================================== results README
 ARTEFACT_TITLES = {
     "walkthrough": "Method walkthrough (Fig. 1 made concrete)",
@@ -158,6 +141,7 @@ def results_readme(results_dir: str | Path) -> str:
         lines += [f"Profile `{record.get('profile')}` ({record.get('profile_reason')}), git `{record.get('git_sha')}`, "
                   f"total wall time {total:.0f} s." if total else "", ""]
     lines += [f"Statistics: {STATISTICS}", ""]
+    lines += _primary_readme(results_dir)
     for artefact, title in ARTEFACT_TITLES.items():
         path = results_dir / artefact / "summary.json"
         if not path.exists():
@@ -175,10 +159,57 @@ def results_readme(results_dir: str | Path) -> str:
             lines += [note, ""]
         if summary.get("claims_recomputed"):
             lines += [f"Claims {summary['claims_recomputed']}.", ""]
-        claims = summary.get("claims") or []
+        claims = [{**c, "role": claim_role(c["claim"])} for c in summary.get("claims") or []]
         if claims:
-            lines += [_md_table(claims, ["claim", "model", "paper", "ours", "verdict"])]
+            lines += [_md_table(claims, ["claim", "model", "paper", "ours", "verdict", "role"])]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _all_claims(results_dir: Path) -> list[dict]:
+    rows = []
+    for artefact in ARTEFACT_TITLES:
+        path = results_dir / artefact / "summary.json"
+        if path.exists():
+            rows += [{**c, "artefact": artefact} for c in json.loads(path.read_text()).get("claims") or []]
+        for table in (json.loads(path.read_text()).get("readme_tables") or []) if path.exists() else []:
+            rows += [{"claim": "", "artefact": artefact, "verdict": r.get("verdict", "")} for r in table["rows"]
+                     if isinstance(r, dict) and r.get("verdict")]
+    return rows
+
+
+def _primary_readme(results_dir: Path) -> list[str]:
+    """The primary claims (named in advance, Holm-corrected together) and how many verdicts are exploratory."""
+    rows = _all_claims(results_dir)
+    primary = holm_family([r for r in rows if r.get("claim")])
+    if not rows:
+        return []
+    table = [{"artefact": r["artefact"], "claim": r["claim"], "model": r["model"],
+              "FR3E − GRPO++": _interval_text(r), "p": _p_text(r["p_value"]), "p (Holm)": _p_text(r["p_holm"]),
+              "verdict (Holm)": r["verdict_holm"]} for r in primary]
+    exploratory = len(rows) - len(primary)
+    lines = ["## Primary claims", "",
+             f"One claim per paper artefact, tested on each base model, was named before any run was read "
+             f"(`fr3e.study.claims.PRIMARY_CLAIMS`): {len(primary)} tests, Holm-corrected together at a family-wise "
+             f"{FAMILY_ALPHA:.0%} (the p-value is the two-sided t-test behind each paired 95% interval; a row "
+             "without a t-interval stays inconclusive). Every other verdict in this file is exploratory: "
+             f"{exploratory} of them, each at 95% with no correction, so about {exploratory / 20:.0f} would exclude "
+             "0 by chance alone even if nothing differed.", ""]
+    if table:
+        lines += [_md_table(table, list(table[0])), ""]
+    return lines
+
+
+def _interval_text(row: dict) -> str:
+    est, lo, hi = (row.get(k) for k in ("estimate", "ci_low", "ci_high"))
+    if est is None or (isinstance(est, float) and math.isnan(est)):
+        return "n/a"
+    if lo is None or hi is None or any(isinstance(x, float) and math.isnan(x) for x in (lo, hi)):
+        return f"{est:+.3g} (no interval)"
+    return f"{est:+.3g} [{lo:+.3g}, {hi:+.3g}]"
+
+
+def _p_text(p: float) -> str:
+    return "n/a" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{p:.3f}"
 
 
 def _ci(low, high) -> str:

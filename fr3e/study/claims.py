@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -42,20 +43,26 @@ from fr3e.study.stats import (
     CONTRADICTED,
     HOLDS,
     INCONCLUSIVE,
+    NOT_TESTABLE,
+    VERDICTS,
     fmt_signed,
     fmt_verdict,
+    holm,
+    p_from_t_interval,
     paired_bootstrap_interval,
     paired_t_interval,
     sd_from_t_interval,
+    verdict,
     welch_interval,
 )
 from fr3e.study.tables import LATE_FRACTION, composition_shares, deltas, phase_values
 
 COLUMNS = ["claim", "model", "paper", "ours", "verdict"]
 """Columns shown in notebooks and results/README.md."""
-DETAIL_COLUMNS = ["estimate", "ci_low", "ci_high", "direction", "interval"]
+DETAIL_COLUMNS = ["estimate", "ci_low", "ci_high", "direction", "interval", "n", "role"]
 """Numbers behind each verdict (kept in summary.json): FR3E − GRPO++ (or the stated difference), its 95%
-interval, +1/−1 = the sign the paper claims, and which interval it is."""
+interval, +1/−1 = the sign the paper claims, which interval it is, how many paired units (seeds) a t-interval
+rests on (None for other intervals), and whether the claim is primary or exploratory (`PRIMARY_CLAIMS`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,15 +105,68 @@ SPECS: tuple[Claim, ...] = (
 )
 """Every claim read off training metrics or final evaluations, in artefact order."""
 
+
 TABLE1_CLAIM = "FR3E ≥ GRPO++ on avg@n (mean over the splits)"
 TABLE1_PAPER = "Table 1: FR3E ≥ GRPO++ on most; up to +6.1 pts; AIME24/Qwen2.5-32B 40.2 vs 34.1"
 MATH_CLAIM = "FR3E's gain smaller on the math-specialised base model"
 MATH_PAPER = "Table 1: clear gains on general models, small on Qwen2.5-Math-7B"
 
+PRIMARY_CLAIMS: dict[str, str] = {
+    "table1": TABLE1_CLAIM,
+    "entropy": SPECS[1].claim,  # full responses from the prompt: the closest to like-for-like tokens
+    "length": SPECS[4].claim,  # at the final evaluation: same prompts and n for both methods
+    "advantage": SPECS[5].claim,
+    "all_right": SPECS[8].claim,  # evaluation problems: same problems and n for both methods
+}
+"""The primary claims, named before any run was read: one per paper artefact, each tested on every base model.
+They form one family whose p-values are Holm-corrected together (`holm_family`); every other row of a claims
+table is exploratory, shown with its own 95% interval and no correction. The choice favours like-for-like
+populations: the same prompts, problems and n for both methods where a claim has such a variant."""
+PRIMARY, EXPLORATORY = "primary", "exploratory"
+FAMILY_ALPHA = 0.05
+"""Family-wise error rate of the primary claims (Holm)."""
+
+
+def claim_role(claim: str) -> str:
+    """`primary` when the claim is one of `PRIMARY_CLAIMS`, else `exploratory`."""
+    return PRIMARY if claim in PRIMARY_CLAIMS.values() else EXPLORATORY
+
+
+def row_n(row: dict) -> int | None:
+    """Paired units of a row's t-interval: its `n`, else read from its interval text (committed rows)."""
+    n = row.get("n")
+    if n is not None and not (isinstance(n, float) and math.isnan(n)):
+        return int(n)
+    m = re.search(r"paired t-interval over (\d+) seeds", str(row.get("interval") or ""))
+    return int(m.group(1)) if m else None
+
+
+def holm_family(rows: Sequence[dict], alpha: float = FAMILY_ALPHA) -> list[dict]:
+    """The primary rows among `rows` with their p-value (two-sided t against 0), Holm-adjusted p-value across
+    all of them, and the verdict at family-wise level `alpha`; rows without a t-interval keep p = nan and
+    stay `inconclusive` (an interval without width stays `not testable here`)."""
+    primary = [dict(r) for r in rows if claim_role(r["claim"]) == PRIMARY]
+    for r in primary:
+        n = row_n(r)
+        r["p_value"] = p_from_t_interval(_num(r.get("estimate")), _num(r.get("ci_low")), _num(r.get("ci_high")),
+                                         n) if n else math.nan
+    for r, adjusted in zip(primary, holm([r["p_value"] for r in primary])):
+        r["p_holm"] = adjusted
+        plain = verdict(_num(r.get("ci_low")), _num(r.get("ci_high")), int(r["direction"])) if np.isfinite(
+            _num(r.get("ci_low"))) else INCONCLUSIVE
+        if plain == NOT_TESTABLE:
+            r["verdict_holm"] = NOT_TESTABLE
+        elif np.isfinite(adjusted) and adjusted < alpha:
+            positive = _num(r.get("estimate")) > 0
+            r["verdict_holm"] = HOLDS if positive == (int(r["direction"]) > 0) else CONTRADICTED
+        else:
+            r["verdict_holm"] = INCONCLUSIVE
+    return primary
+
 
 # ================================================================================================= rows
 def _row(claim: str, model: str, paper: str, ours: str, estimate: float, low: float, high: float,
-         direction: int, interval: str, digits: int, why_no_interval: str = "") -> dict:
+         direction: int, interval: str, digits: int, why_no_interval: str = "", n: int | None = None) -> dict:
     """One claims-table row; the verdict comes from (low, high) only."""
     if np.isfinite(low) and np.isfinite(high):
         text = fmt_verdict(estimate, low, high, direction, digits)
@@ -114,7 +174,8 @@ def _row(claim: str, model: str, paper: str, ours: str, estimate: float, low: fl
         est = f"{fmt_signed(estimate, digits)}, " if estimate is not None and np.isfinite(estimate) else ""
         text = f"{INCONCLUSIVE} ({est}no interval: {why_no_interval or interval})"
     return {"claim": claim, "model": model, "paper": paper, "ours": ours, "verdict": text,
-            "estimate": estimate, "ci_low": low, "ci_high": high, "direction": direction, "interval": interval}
+            "estimate": estimate, "ci_low": low, "ci_high": high, "direction": direction, "interval": interval,
+            "n": n, "role": claim_role(claim)}
 
 
 def interval_claim(claim: str, model: str, paper: str, ours: str, estimate: float, low: float, high: float,
@@ -180,7 +241,8 @@ def _seed_claim(spec: Claim, per_seed: pd.DataFrame, what: str,
             est, lo, hi = float(b[0] - a[0]), math.nan, math.nan
             interval = "1 seed per method"
         ours = f"FR3E {_fmt(b.mean(), spec)} vs GRPO++ {_fmt(a.mean(), spec)}{u} ({what}); FR3E − GRPO++: {interval}"
-        rows.append(_row(spec.claim, model, spec.paper, ours, est, lo, hi, spec.direction, interval, d))
+        rows.append(_row(spec.claim, model, spec.paper, ours, est, lo, hi, spec.direction, interval, d,
+                         n=len(seeds) if len(seeds) >= 2 else None))
     return rows
 
 
@@ -279,7 +341,7 @@ def claim_table1_from_deltas(d: pd.DataFrame) -> list[dict]:
             ours = (f"FR3E {r.fr3e:.1f} vs {label} {r.grpo_pp:.1f} % (mean over splits and seeds); FR3E − {label}: "
                     f"{interval}")
             rows.append(_row(claim, r.model, TABLE1_PAPER, ours, r.delta, _num(r.ci_low), _num(r.ci_high), +1,
-                             interval, 1))
+                             interval, 1, n=n if n >= 2 else None))
             sd = _num(getattr(r, "sd", math.nan))
             gains[r.model] = (r.delta, sd if np.isfinite(sd) else sd_from_t_interval(_num(r.ci_low), _num(r.ci_high),
                                                                                      n), n)
@@ -467,8 +529,7 @@ def _committed_rows(spec: Claim, data: pd.DataFrame) -> list[dict]:
 def recompute_committed_claims(results_dir: str | Path, artefacts: Sequence[str] | None = None) -> dict[str, int]:
     """Rewrite the `claims` (and `statistics`) of each committed results/<artefact>/summary.json from the
     committed data alone (`claims_from_committed`). Returns artefact -> number of claim rows."""
-    from fr3e.study.artefacts import _jsonable
-    from fr3e.study.tables import STATISTICS
+    from fr3e.study.tables import STATISTICS, _jsonable
     from fr3e.utils.io import atomic_write_json
 
     results_dir = Path(results_dir)
@@ -495,10 +556,10 @@ def recompute_committed_claims(results_dir: str | Path, artefacts: Sequence[str]
 
 
 def verdict_counts(rows: Sequence[dict] | pd.DataFrame) -> dict[str, int]:
-    """How many rows hold / are contradicted / are inconclusive."""
+    """How many rows hold / are contradicted / are inconclusive / are not testable here."""
     verdicts = rows["verdict"] if isinstance(rows, pd.DataFrame) else [r["verdict"] for r in rows]
-    out = {HOLDS: 0, CONTRADICTED: 0, INCONCLUSIVE: 0}
+    out = dict.fromkeys(VERDICTS, 0)
     for v in verdicts:
-        out[v.split(" ", 1)[0]] += 1
+        out[next(name for name in VERDICTS if v.startswith(name))] += 1
     return out
 

@@ -15,7 +15,11 @@ No DataFrames, files or models here; `fr3e.study.report` aggregates runs into th
 - `variance_split`: the variance of per-seed differences split into evaluation noise and seed-to-seed noise.
 - `verdict`: `holds` when the interval excludes 0 in the paper's direction, `contradicted` when it
   excludes 0 in the other direction, `inconclusive` when it contains 0 (a closed interval: an end at
-  exactly 0 contains 0) or does not exist. Never from point estimates.
+  exactly 0 contains 0) or does not exist, `not testable here` when it has no width (every seed gave the
+  same difference, as when the world fixes the quantity). Never from point estimates.
+- `t_two_sided_p` / `p_from_t_interval`: the two-sided p-value of a t-interval's estimate against 0 (the
+  Student t distribution function through the regularised incomplete beta function, Lentz's continued
+  fraction); `holm`: Holm's step-down adjustment of a family of p-values (the primary claims).
 
 Deviation from a statistics package: the t quantile comes from a table (exact for df ≤ 20, 25, 30, 40,
 60, 120; linear in 1/df between, off by < 0.002 at df 21–119), so the package needs no SciPy.
@@ -29,7 +33,8 @@ from collections.abc import Sequence
 import numpy as np
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = "holds", "contradicted", "inconclusive"
-VERDICTS = (HOLDS, CONTRADICTED, INCONCLUSIVE)
+NOT_TESTABLE = "not testable here"
+VERDICTS = (HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE)
 
 _T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 6: 2.4469, 7: 2.3646, 8: 2.3060, 9: 2.2622,
          10: 2.2281, 11: 2.2010, 12: 2.1788, 13: 2.1604, 14: 2.1448, 15: 2.1314, 16: 2.1199, 17: 2.1098,
@@ -176,7 +181,8 @@ def verdict(low: float, high: float, direction: int = 1) -> str:
     """`holds` / `contradicted` / `inconclusive` from a 95% interval of (FR3E − baseline) or a like difference.
 
     direction: +1 when the paper says the difference is positive, −1 when negative. The interval is closed:
-    [0, 2] contains 0 and is inconclusive. A missing interval (nan) is inconclusive.
+    [0, 2] contains 0 and is inconclusive. A missing interval (nan) is inconclusive; one without width
+    ([0, 0], [1.5, 1.5]) is `not testable here`: every seed agreed exactly, so no interval can be formed.
     """
     if direction not in (1, -1):
         raise ValueError(f"direction must be +1 or -1, got {direction}")
@@ -184,11 +190,90 @@ def verdict(low: float, high: float, direction: int = 1) -> str:
         return INCONCLUSIVE
     if low > high:
         raise ValueError(f"interval low {low} > high {high}")
+    if high - low <= 1e-12 * max(1.0, abs(low), abs(high)):  # no width: nothing varied, nothing to test
+        return NOT_TESTABLE
     if low > 0:
         return HOLDS if direction > 0 else CONTRADICTED
     if high < 0:
         return CONTRADICTED if direction > 0 else HOLDS
     return INCONCLUSIVE
+
+
+def _betacf(a: float, b: float, x: float, iterations: int = 300, eps: float = 1e-15) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz's method)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, iterations + 1):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))  # even step
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))  # odd step
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < eps:
+            break
+    return h
+
+
+def regularized_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b), the regularised incomplete beta function, for a, b > 0 and 0 <= x <= 1."""
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"x must be in [0, 1], got {x}")
+    if x in (0.0, 1.0):
+        return x
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's T with `df` degrees of freedom: I_{df/(df+t²)}(df/2, 1/2)."""
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    if not math.isfinite(t):
+        return 0.0 if not math.isnan(t) else math.nan
+    return regularized_beta(df / 2.0, 0.5, df / (df + t * t))
+
+
+def p_from_t_interval(estimate: float, low: float, high: float, n: int) -> float:
+    """Two-sided p-value against 0 of a 95% t-interval [low, high] of a mean over n paired values (df n − 1).
+
+    The standard error is the half-width over the 97.5% quantile; nan without an interval; 1.0 for an
+    interval without width and an estimate of 0, 0.0 for one without width away from 0."""
+    if n < 2 or low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return math.nan
+    se = (high - low) / 2.0 / t_quantile_975(n - 1)
+    if se <= 0:
+        return 1.0 if estimate == 0 else 0.0
+    return t_two_sided_p(estimate / se, n - 1)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order (nan stays nan and is not counted).
+
+    Sorted ascending p_(1) <= ... <= p_(m): adjusted p_(i) = max over j <= i of min(1, (m − j + 1) p_(j)).
+    A claim is significant at family-wise level α when its adjusted p-value is below α."""
+    p = [float(x) for x in p_values]
+    valid = sorted((x, i) for i, x in enumerate(p) if not math.isnan(x))
+    m = len(valid)
+    out = [math.nan] * len(p)
+    running = 0.0
+    for rank, (x, i) in enumerate(valid):
+        running = max(running, min(1.0, (m - rank) * x))
+        out[i] = running
+    return out
 
 
 def fmt_signed(x: float, digits: int = 1) -> str:
@@ -207,8 +292,13 @@ def fmt_interval(estimate: float, low: float, high: float, digits: int = 1) -> s
 
 
 def fmt_verdict(estimate: float, low: float, high: float, direction: int = 1, digits: int = 1) -> str:
-    """The verdict with its interval beside it: "inconclusive (+0.0 [−1.0, +1.1])"."""
-    return f"{verdict(low, high, direction)} ({fmt_interval(estimate, low, high, digits)})"
+    """The verdict with its interval beside it: "inconclusive (+0.0 [−1.0, +1.1])"; an interval without width
+    says why it cannot be tested."""
+    name = verdict(low, high, direction)
+    if name == NOT_TESTABLE:
+        return (f"{name} ({fmt_interval(estimate, low, high, digits)}: every seed gave the same difference, "
+                "so the world fixes this quantity or nothing varied)")
+    return f"{name} ({fmt_interval(estimate, low, high, digits)})"
 
 
 def fmt_mean_std(mean: float, std: float, digits: int = 1) -> str:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -357,3 +359,22 @@ def cost_summary(metrics: pd.DataFrame) -> pd.DataFrame:
             per_run["gen_tokens_per_prompt"] = per_run["gen_tokens"] / per_run["prompts_used"].replace(0, np.nan)
     out = per_run.drop(columns=["steps"]).groupby(["model", "method", "arm"], sort=False).mean().reset_index()
     return out
+
+
+def _jsonable(obj: Any) -> Any:
+    """`obj` with DataFrames as lists of records, numpy scalars as Python ones, nan / inf as None, paths as text
+    (what summary.json and provenance.json hold)."""
+    if isinstance(obj, pd.DataFrame):
+        frame = obj.reset_index() if not isinstance(obj.index, pd.RangeIndex) else obj
+        return _jsonable(frame.to_dict(orient="records"))
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -5,7 +5,14 @@ notebooks are added, so the command users know for "do the notebooks still run" 
 passes explicit paths and is unchanged.
 """
 
+import os
+
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per worker (and per process it starts): two workers with two threads each on 2 cores run
+    # many times slower than two with one. A test that sets its own thread count still does.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_configure(config):
@@ -14,10 +21,12 @@ def pytest_configure(config):
         config.args.append("notebooks")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups from the markers
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), every notebook cell goes to one worker,
-    in collection order: the notebooks run one after another, in their order, as papermill runs them
-    (later ones reuse the runs of earlier ones); the other worker takes the tests meanwhile."""
+    """Groups for `pytest -n 2 --dist loadgroup` (what `make test` runs): the cells of every notebook form one
+    group, run by one worker in order, as papermill runs them (later notebooks reuse the runs of earlier ones);
+    each test file is a group of its own, so its module-scoped fixtures (a reference training run, a
+    two-process launch) are built once, not once per worker."""
     for item in items:
-        if item.nodeid.startswith("notebooks/"):
-            item.add_marker(pytest.mark.xdist_group("notebooks"))
+        group = "notebooks" if item.nodeid.startswith("notebooks/") else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))

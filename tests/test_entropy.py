@@ -4,7 +4,14 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from fr3e.method.entropy import newline_scores, random_scores, surprisal, token_entropy, uncertainty_scores
+from fr3e.method.entropy import (
+    newline_scores,
+    random_scores,
+    step_boundary_scores,
+    surprisal,
+    token_entropy,
+    uncertainty_scores,
+)
 
 
 def test_uniform_and_one_hot_by_hand():
@@ -86,3 +93,24 @@ def test_dispatch_requires_inputs():
         uncertainty_scores("vibes", mask=mask)
     e = torch.tensor([[1.0, 2.0, 3.0]])
     assert torch.equal(uncertainty_scores("entropy", mask=mask, entropies=e), e)
+
+
+def test_step_boundaries_follow_the_task_delimiter():
+    nl = 9
+    # the tiny world writes one "\n" per step: a b \n c d \n e \n  -> steps start at 3 and 6; the final
+    # "\n" ends the response and starts nothing
+    ids = torch.tensor([[1, 2, nl, 3, 4, nl, 5, nl]])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    assert step_boundary_scores(ids, mask, [nl]).tolist() == [[0, 0, 0, 1, 0, 0, 1, 0]]
+    # a two-token delimiter: only the pair counts; the old "\n\n" scorer finds nothing in this response
+    assert step_boundary_scores(ids, mask, [nl, nl]).sum() == 0
+    assert torch.equal(newline_scores(ids, mask, nl), step_boundary_scores(ids, mask, [nl, nl]))
+    # masked positions never score; a delimiter longer than the response finds nothing
+    half = mask.clone()
+    half[0, 5:] = False
+    assert step_boundary_scores(ids, half, [nl]).tolist() == [[0, 0, 0, 1, 0, 0, 0, 0]]
+    assert step_boundary_scores(ids[:, :1], mask[:, :1], [nl, nl]).sum() == 0
+    assert torch.equal(uncertainty_scores("newline", mask=mask, response_ids=ids, delimiter_ids=[nl]),
+                       step_boundary_scores(ids, mask, [nl]))
+    with pytest.raises(ValueError, match="delimiter_ids is empty"):
+        step_boundary_scores(ids, mask, [])

@@ -108,3 +108,17 @@ def test_accelerate_configs_parse_with_accelerate():
     for name in ("ddp-8gpu.yaml", "fsdp-8gpu.yaml"):
         cfg = load_config_from_file(str(ACCELERATE / name))
         assert cfg.num_processes == 8
+
+
+def test_readme_says_where_clipping_acts():
+    """A recipe with one update per batch runs on-policy (ratio 1: Clip-Higher and the dual clip never act); the
+    README's deviations table must say so for the tiny profile, and the paper recipes must let clipping act."""
+    from fr3e.training.config import load_config
+
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| updates per batch |"))
+    tiny = {load_config(p).optim.updates_per_batch for p in (ROOT / "reproduce/configs").glob("tiny-*.yaml")}
+    paper = {load_config(p).optim.updates_per_batch for p in (ROOT / "reproduce/configs/table1").glob("*.yaml")}
+    assert min(paper) >= 2
+    if tiny == {1}:
+        assert "tiny recipes 1" in row and "on-policy" in row and "never act" in row

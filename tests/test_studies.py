@@ -366,3 +366,12 @@ def test_token_saving_pairs_seeds_and_reads_the_adaptive_counters():
                                                          "prefill_computed_tokens", "prefill_cached_tokens",
                                                          "cached_share"]), studies.token_saving(m))[1]
     assert table["rows"][0]["states settled early"] == "50%" and table["rows"][0]["budget unspent"] == "0%"
+
+
+def test_a_study_arm_that_never_branched_is_refused():
+    metrics = pd.DataFrame({"arm": ["fr3e", "fr3e", "fr3e_scorer_newline", "grpo_pp"], "method": ["fr3e"] * 3 + ["grpo_pp"],
+                            "anchors_per_trajectory": [2.0, 1.5, 0.0, None]})
+    with pytest.raises(ValueError, match=r"\['fr3e_scorer_newline'\] found no anchor"):
+        studies.check_arms_branch(metrics)
+    studies.check_arms_branch(metrics[metrics["arm"] != "fr3e_scorer_newline"])  # GRPO++ logs None: not judged
+    studies.check_arms_branch(metrics.drop(columns="anchors_per_trajectory"))  # runs from before the column

@@ -159,3 +159,21 @@ def test_two_processes(tmp_path):
     # each process samples its own half of the prompts: 4 prompts per round in total, counted globally
     assert all(r["prompts_kept"] <= 4 for r in rows)
     assert (run / "DONE").exists()
+
+
+def test_newline_scorer_branches_at_the_tasks_step_delimiter(tmp_path):
+    # The tiny world writes one "\n" per step: the newline scorer anchors at step starts and FR3E branches.
+    run = train(small_config(extra=["fr3e.scorer=newline", "steps=1", "data.eval_problems=2"]), tmp_path / "nl",
+                progress=False, cache_dir=CACHE)
+    row = read_jsonl(run / "metrics.jsonl")[0]
+    assert row["anchors_per_trajectory"] > 1 and row["trajectories_without_anchor"] < 0.5
+    states = [s for sample in read_jsonl(run / "samples.jsonl") for s in sample["states"]]
+    assert any(s["key"][2] > 0 and s["prefix_text"].endswith("\n") for s in states)  # S_j ends at a step boundary
+
+
+def test_a_scorer_that_finds_no_anchor_stops_the_run(tmp_path):
+    # "#" never occurs in the arithmetic world's solutions: no boundary, no anchor, no branching -> one clear error
+    config = small_config(extra=["fr3e.scorer=newline", "fr3e.step_delimiter=#", "steps=1"])
+    with pytest.raises(TrainingError, match=r"'newline' scorer found no anchor on 100% of the base trajectories.*"
+                                            r"fr3e.step_delimiter"):
+        train(config, tmp_path / "none", progress=False, cache_dir=CACHE)

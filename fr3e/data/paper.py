@@ -48,6 +48,9 @@ COLUMNS = ("id", "prompt", "answer", "solution", "data_source", "difficulty")
 """Columns of every normalised dataset, all strings; the same as the tiny task's splits."""
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+STEP_DELIMITER = "\n\n"
+"""What separates reasoning steps in the paper's models' solutions (a blank line): the `newline` scorer's
+boundary on the paper profile."""
 
 
 class DataError(UserError, ValueError):

@@ -7,7 +7,8 @@ Both, plus two controls, sit behind one interface so the choice is a config fiel
     entropy    exact H_t in nats from the trainer's own forward pass (paper; our default)
     surprisal  -log π(τ_t) of the sampled token (authors' code)
     random     i.i.d. uniform scores (control: are *high-entropy* forks what matters?)
-    newline    1 at the first token after a "\\n\\n" step boundary, 0 elsewhere (step-level control)
+    newline    1 at the first token of every reasoning step (after the task's step delimiter: one "\\n" in
+               the tiny arithmetic world, "\\n\\n" in the paper's data), 0 elsewhere (step-level control)
 
 Deviations: none from the paper's formula. `token_entropy` works in fp32 even for bf16 logits (bf16
 log-softmax loses ~2 significant digits on a 152k vocabulary) and is chunked over T so a (B, T, 152k)
@@ -15,6 +16,8 @@ input needs no second full-size temporary.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -60,16 +63,32 @@ def random_scores(mask: torch.Tensor, generator: torch.Generator | None = None) 
     return scores.masked_fill(~mask.bool(), 0.0)
 
 
-def newline_scores(response_ids: torch.Tensor, mask: torch.Tensor, newline_id: int) -> torch.Tensor:
-    """1.0 at every position that starts a new step (the token after "\\n\\n"), 0 elsewhere.
+def step_boundary_scores(response_ids: torch.Tensor, mask: torch.Tensor,
+                         delimiter_ids: Sequence[int]) -> torch.Tensor:
+    """1.0 at every position that starts a new step (the token right after `delimiter_ids`), 0 elsewhere.
 
-    response_ids: (B, T) long; mask: (B, T) bool; newline_id: id of the "\\n" token.
-    With several boundaries and K smaller than their count, `select_anchors` keeps the earliest.
+    response_ids: (B, T) long; mask: (B, T) bool; delimiter_ids: the step delimiter as token ids, L >= 1
+    (the tiny world's "\\n" is one id; "\\n\\n" is two ids of a character tokenizer, one of Qwen's BPE).
+    A delimiter that ends the response starts no step. With more boundaries than K, `select_anchors` keeps
+    the earliest.
     """
-    nl = response_ids == newline_id  # (B, T)
-    boundary = torch.zeros_like(nl)
-    boundary[:, 2:] = nl[:, :-2] & nl[:, 1:-1]
+    d = list(delimiter_ids)
+    if not d:
+        raise ValueError("delimiter_ids is empty: give the step delimiter's token ids")
+    B, T = response_ids.shape
+    L = len(d)
+    boundary = torch.zeros((B, T), dtype=torch.bool)
+    if T > L:
+        hit = torch.ones((B, T - L), dtype=torch.bool)  # hit[:, s]: delimiter occupies s .. s+L-1
+        for i, tok in enumerate(d):
+            hit &= response_ids[:, i: T - L + i] == tok
+        boundary[:, L:] = hit  # the token after the delimiter
     return (boundary & mask.bool()).float()
+
+
+def newline_scores(response_ids: torch.Tensor, mask: torch.Tensor, newline_id: int) -> torch.Tensor:
+    """`step_boundary_scores` for a "\\n\\n" delimiter of two `newline_id` tokens."""
+    return step_boundary_scores(response_ids, mask, [newline_id, newline_id])
 
 
 def scored_positions(scorer: str, scores: torch.Tensor) -> torch.Tensor:
@@ -93,6 +112,7 @@ def uncertainty_scores(
     response_ids: torch.Tensor | None = None,
     newline_id: int | None = None,
     generator: torch.Generator | None = None,
+    delimiter_ids: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Dispatch to one scorer by name; every input and the output are (B, T), aligned on response tokens."""
     if scorer == "entropy":
@@ -106,7 +126,9 @@ def uncertainty_scores(
     if scorer == "random":
         return random_scores(mask, generator)
     if scorer == "newline":
-        if response_ids is None or newline_id is None:
-            raise ValueError("scorer 'newline' needs response_ids (B, T) and newline_id")
+        if response_ids is None or (newline_id is None and not delimiter_ids):
+            raise ValueError("scorer 'newline' needs response_ids (B, T) and delimiter_ids (or newline_id for \\n\\n)")
+        if delimiter_ids:
+            return step_boundary_scores(response_ids, mask, delimiter_ids)
         return newline_scores(response_ids, mask, newline_id)
     raise ValueError(f"unknown scorer {scorer!r}; use one of {list(SCORER_NAMES)}")

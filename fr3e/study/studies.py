@@ -240,6 +240,19 @@ def _fmt_x(x: str, at: float) -> str:
 
 
 # ============================================================================================ ablations
+def check_arms_branch(metrics: pd.DataFrame) -> None:
+    """Refuse an FR3E arm whose runs found no anchor at all: it never branched, so comparing it with the recipe
+    would compare FR3E with GRPO on base trajectories. Reads `anchors_per_trajectory` (logged every step)."""
+    if "anchors_per_trajectory" not in metrics:
+        return
+    fr3e = metrics[metrics["method"] == "fr3e"] if "method" in metrics else metrics
+    per_arm = fr3e.groupby("arm")["anchors_per_trajectory"].mean()
+    dead = sorted(arm for arm, value in per_arm.items() if value == 0)  # nan (not logged) is not judged
+    if dead:
+        raise ValueError(f"study arm(s) {dead} found no anchor in any step (anchors_per_trajectory 0): they never "
+                         "branched. Fix the scorer (for 'newline', fr3e.step_delimiter) and train them again.")
+
+
 def ablation_table(final_evals: pd.DataFrame, curves_df: pd.DataFrame, metrics: pd.DataFrame, factor: Factor,
                    defaults: dict) -> pd.DataFrame:
     """One row per value of `factor` (present in the runs): final accuracy (mean ± std over seeds, %),
@@ -249,6 +262,7 @@ def ablation_table(final_evals: pd.DataFrame, curves_df: pd.DataFrame, metrics: 
     final_evals: `load_final_eval` rows; curves_df: `curves`; metrics: `load_metrics`; defaults:
     `recipe_defaults`. The recipe's own value has no delta (it is the reference)."""
     default = defaults[factor.key]
+    check_arms_branch(metrics)
     acc = accuracy(final_evals)
     tokens = metrics.groupby(["arm", "seed"])["gen_tokens"].mean().groupby("arm").mean()
     rows = []

@@ -45,6 +45,10 @@ EVAL_FRACTION = 0.1
 
 DATA_SOURCE_PREFIX = "tiny"
 
+STEP_DELIMITER = "\n"
+"""What separates two reasoning steps of a worked solution (one line per step): the `newline` scorer's
+boundary in this world (`fr3e.scorer=newline`)."""
+
 
 @dataclass(frozen=True)
 class Problem:

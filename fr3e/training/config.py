@@ -34,9 +34,17 @@ REWARDS = ("verifier", "coin")
 REPORT_TARGETS = ("tensorboard", "wandb")
 NOT_RUN_IDENTITY = ("report_to",)
 """Top-level fields that change where a run is shown, not what it trains: a resume or a reuse ignores them."""
-ABSENT_MEANS_DEFAULT = ("fr3e.adaptive_budget", "fr3e.adaptive_round", "fr3e.adaptive_width")
+ABSENT_MEANS_DEFAULT = ("fr3e.adaptive_budget", "fr3e.adaptive_round", "fr3e.adaptive_width", "fr3e.step_delimiter")
 """Fields added after runs were recorded, whose default is the behaviour before them: a saved config without
-one of them matches a config that holds its default (so earlier runs can still be resumed and reused)."""
+one of them matches a config that holds its default (so earlier runs can still be resumed and reused). One
+exception: a `newline`-scorer run saved without `fr3e.step_delimiter` split steps at "\\n\\n", which the tiny
+world never writes, so it never branched; `stale_newline_run` refuses to reuse it."""
+
+
+def stale_newline_run(saved: dict) -> bool:
+    """A saved config of a `newline` run from before `fr3e.step_delimiter` existed (it never branched)."""
+    fr3e = saved.get("fr3e") or {}
+    return fr3e.get("scorer") == "newline" and "step_delimiter" not in fr3e
 
 
 class ConfigError(UserError, ValueError):
@@ -67,8 +75,11 @@ class FR3EConfig:
         "M continuations sampled from every state. Authors' run script: 16 (paper gives no M).", 16)
     scorer: str = _help(
         "Uncertainty that ranks anchor positions: 'entropy' (paper §3, full-vocabulary H_t), 'surprisal' "
-        "(authors' code, -log π of the sampled token), 'random' (control), 'newline' (\\n\\n step ends).",
-        "entropy")
+        "(authors' code, -log π of the sampled token), 'random' (control), 'newline' (the first token of "
+        "each reasoning step, after `fr3e.step_delimiter`).", "entropy")
+    step_delimiter: str = _help(
+        "What separates reasoning steps, for the 'newline' scorer; empty: the task's own (tiny arithmetic "
+        "world: one \\n per step, fr3e.tasks.arithmetic.STEP_DELIMITER; paper profile: a blank line, \\n\\n).", "")
     modulation: str = _help(
         "α variant: 'paper' (α_0=1, α_j=exp(-(V_j-V_{j-1}))), 'official' (authors' δ_0=1-V_0, |δ|^1.5 "
         "sharpening), 'none' (α≡1, plain GRPO++ advantages on FR3E's rollouts).", "paper")
@@ -154,7 +165,8 @@ class OptimConfig:
         "Dual-clip constant c for negative advantages (loss capped at -c·A); 0 disables. Authors' script: 3.", 3.0)
     updates_per_batch: int = _help(
         "Optimizer steps per rollout batch (mini-batches over the batch). Authors: 1, which makes the ratio ≡ 1 "
-        "and Clip-Higher inert; our default 2 so clipping can act.", 2)
+        "and Clip-Higher inert; our default 2 so clipping can act (the paper recipes). The tiny recipes set 1: "
+        "there GRPO++ and FR3E run on-policy and no clip ever acts (see the README's deviations table).", 2)
     loss_aggregation: str = _help(
         "'token-mean' over all valid tokens of the whole batch (DAPO; global, not per micro-batch as in the "
         "authors' code) or 'seq-mean' (mean per sequence, then over sequences).", "token-mean")

@@ -111,3 +111,23 @@ def token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, want_entropy: b
             ents.append(entropy_mod.token_entropy(lg.detach(), mask[:, 1:][:, s: s + chunk], chunk=chunk))
     logp = torch.cat(pieces, dim=1)  # (B, L-1)
     return logp, (torch.cat(ents, dim=1) if want_entropy else None)
+
+
+def step_delimiter_ids(config: TrainConfig, tokenizer) -> list[int]:
+    """The token ids of the string that separates reasoning steps (the `newline` scorer's boundary):
+    `fr3e.step_delimiter`, else the task's own (tiny: `fr3e.tasks.arithmetic.STEP_DELIMITER`, paper:
+    `fr3e.data.paper.STEP_DELIMITER`)."""
+    delimiter = config.fr3e.step_delimiter
+    if not delimiter:
+        if config.profile == "tiny":
+            from fr3e.tasks.arithmetic import STEP_DELIMITER
+        else:
+            from fr3e.data.paper import STEP_DELIMITER
+        delimiter = STEP_DELIMITER
+    ids = tokenizer.encode(delimiter, add_special_tokens=False)
+    if not ids:
+        from fr3e.training.config import ConfigError
+
+        raise ConfigError(f"fr3e.step_delimiter {delimiter!r} encodes to no token; give a string the tokenizer "
+                          "knows, such as '\\n'.")
+    return list(ids)

@@ -57,6 +57,10 @@ class StepLog:
         prefill_unknown = self._sum(0.0 if known else 1.0) > 0
         computed = None if prefill_unknown else int(self._sum(computed))
         full_lengths = [len(r.prefix_ids) - r.prompt_len + len(r.completion_ids) for r in rollouts]
+        anchor_counts = [len(t["anchors"]) for w in all_works for t in w.base.get("trajectories", [])]
+        n_base = int(self._sum(len(anchor_counts)))
+        anchors_total = self._sum(sum(anchor_counts))
+        no_anchor = self._sum(sum(1 for c in anchor_counts if c == 0))
         row = {
             "step": self.step_index,
             "reward_mean": self._gmean([r.reward for r in rollouts]),
@@ -81,6 +85,9 @@ class StepLog:
             "alpha_min": float(np.min(alphas)) if alphas else 1.0,
             "alpha_max": float(np.max(alphas)) if alphas else 1.0,
             "value_by_state": [float(np.mean(by_j[j])) for j in sorted(by_j)],
+            # anchors per kept base trajectory (FR3E; None for GRPO++): a scorer that finds none does not branch
+            "anchors_per_trajectory": anchors_total / n_base if n_base else None,
+            "trajectories_without_anchor": no_anchor / n_base if n_base else None,
             "clip_low_frac": stats.get("clip_low", 0.0) / max(stats.get("tokens", 0.0), 1.0),
             "clip_high_frac": stats.get("clip_high", 0.0) / max(stats.get("tokens", 0.0), 1.0),
             "dual_clip_frac": stats.get("dual_clip", 0.0) / max(stats.get("tokens", 0.0), 1.0),

@@ -32,7 +32,8 @@ the policy and its chunked log-prob pass (`fr3e.training.policy`), reductions ov
 the metrics row and samples of each step (`fr3e.training.steplog`); `Trainer` mixes the last three in.
 
 Deviations from the authors' code are listed in the modules that implement each piece; here: several
-optimizer steps per rollout batch (`optim.updates_per_batch`, so Clip-Higher can act), rewards of every
+optimizer steps per rollout batch (`optim.updates_per_batch`, so Clip-Higher can act; 1 in the tiny recipes,
+which run on-policy), rewards of every
 state computed before filtering, generation seeds derived from (seed, step, round, process) so that a
 resumed run reproduces an uninterrupted one exactly.
 """
@@ -70,7 +71,14 @@ from fr3e.training.collectives import Collectives
 from fr3e.training.config import ConfigError, TrainConfig
 from fr3e.training.distributed import make_accelerator
 from fr3e.training.errors import TrainingError, TrainingInterrupted
-from fr3e.training.policy import build_engine, load_policy, load_train_prompts, pad_right, token_logprobs
+from fr3e.training.policy import (
+    build_engine,
+    load_policy,
+    load_train_prompts,
+    pad_right,
+    step_delimiter_ids,
+    token_logprobs,
+)
 from fr3e.training.resume import Resumable
 from fr3e.training.rollouts import PromptItem, PromptStream, PromptWork, Rollout
 from fr3e.training.runlog import RunDir
@@ -127,7 +135,7 @@ class Trainer(Collectives, Resumable, StepLog):
         self._round = 0  # generation round within the step (refills); part of every sampling seed
         self._coin = None  # (step, RNG) of the coin reward (config.reward == "coin")
         self.wall = 0.0
-        self.newline_id = self.tokenizer.convert_tokens_to_ids("\n") if config.fr3e.scorer == "newline" else None
+        self.delimiter_ids = step_delimiter_ids(config, self.tokenizer) if config.fr3e.scorer == "newline" else None
 
     # -------------------------------------------------------------------------------- components
     def _build_engine(self):
@@ -243,7 +251,7 @@ class Trainer(Collectives, Resumable, StepLog):
             gen = torch.Generator().manual_seed(self._seed("random-scorer", self._round))
             scores = entropy_mod.uncertainty_scores(
                 cfg.scorer, mask=resp_mask, entropies=resp_ent, token_logprobs=resp_logp, response_ids=resp_ids,
-                newline_id=self.newline_id, generator=gen)  # (B, T)
+                delimiter_ids=self.delimiter_ids, generator=gen)  # (B, T)
             eligible = anchors_mod.eligible_positions(resp_mask, ends)
             eligible &= entropy_mod.scored_positions(cfg.scorer, scores)  # newline: boundaries only
             anchor_pos = anchors_mod.select_anchors(scores, eligible, cfg.num_anchors, cfg.min_anchor_gap)  # (B, K)
@@ -503,7 +511,7 @@ class Trainer(Collectives, Resumable, StepLog):
         self._last_works = all_works
         rollouts = [r for w in kept for r in w.rollouts]
         rewards_all = [x for w in all_works for v in w.rewards.values() for x in v]
-        if any(not math.isfinite(x) for x in rewards_all):
+        if self._sum(1.0 if any(not math.isfinite(x) for x in rewards_all) else 0.0):  # every process stops
             raise TrainingError(f"step {self.step_index + 1}: a reward is NaN/inf; the reward function must return "
                                 "finite 0/1 values (see fr3e.method.rewards.reward).")
         # Every process enters the update (collectives inside), even one whose groups were all filtered.
@@ -517,7 +525,21 @@ class Trainer(Collectives, Resumable, StepLog):
         row["time_step"] = time.perf_counter() - t_start
         row["time_other"] = row["time_step"] - sum(timer[k] for k in ("time_generate", "time_score", "time_forward",
                                                                       "time_backward"))
+        self._check_anchors(row)
         return row
+
+    def _check_anchors(self, row: dict) -> None:
+        """Stop when the scorer found no anchor on most base trajectories: FR3E would silently be GRPO on base
+        trajectories. The row's numbers are sums over processes, so every process decides alike."""
+        share = row.get("trajectories_without_anchor")
+        if share is None or share <= 0.5:
+            return
+        cfg = self.config.fr3e
+        fix = (f"set fr3e.step_delimiter to the string that separates the task's steps (now "
+               f"{cfg.step_delimiter or 'the task default'!r})" if cfg.scorer == "newline" else
+               "check that responses are longer than one token (data.max_response_tokens)")
+        raise TrainingError(f"step {self.step_index}: the {cfg.scorer!r} scorer found no anchor on {share:.0%} of the "
+                            f"base trajectories, so FR3E did not branch from them; {fix}.")
 
 
     # ---------------------------------------------------------------------------------- eval
@@ -629,9 +651,14 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
 def _check_same(run_dir: Path, config: TrainConfig) -> None:
     import json
 
-    from fr3e.training.config import ConfigError, diff_configs
+    from fr3e.training.config import ConfigError, diff_configs, stale_newline_run
 
-    diff = diff_configs(json.loads((run_dir / "config.json").read_text()), config.to_dict())
+    saved = json.loads((run_dir / "config.json").read_text())
+    if stale_newline_run(saved):
+        raise ConfigError(f"run directory {run_dir} is a 'newline'-scorer run from before fr3e.step_delimiter: it "
+                          "split steps at a blank line, which the tiny world never writes, so it never branched. "
+                          "Delete the directory and train it again.")
+    diff = diff_configs(saved, config.to_dict())
     if diff:
         raise ConfigError(f"run directory {run_dir} holds a different config: " + "; ".join(diff)
                           + ". Use another --run-dir, or delete the directory to start over.")

@@ -40,10 +40,13 @@ unit: $(STAMP)  ## unit tests only (maths, config, tiny world), no smoke runs
 nbval: $(STAMP)  ## run every notebook with its smoke defaults under nbval
 	$(VENV)/bin/pytest -q --nbval-lax -p no:cacheprovider notebooks/
 
-test: $(STAMP)  ## ruff + the layer rule + unit tests + smoke runs + nbval (what CI runs); ends with the 10 slowest
+test: $(STAMP)  ## ruff + the layer rule + tests on 2 workers + nbval (what CI runs); ends with the 10 slowest
 	$(VENV)/bin/ruff check fr3e reproduce tests
 	$(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --durations=10 tests notebooks/
+	@mkdir -p runs/test-report
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup --junitxml=runs/test-report/tests.xml tests
+	$(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --junitxml=runs/test-report/notebooks.xml notebooks/
+	@$(PY) tests/slowest.py runs/test-report/tests.xml runs/test-report/notebooks.xml
 
 reproduce: $(STAMP)  ## run every notebook in order with papermill (tiny profile on CPU), write results/
 	$(PY) -m fr3e.cli.reproduce --profile $(PROFILE) all

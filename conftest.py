@@ -23,10 +23,9 @@ def pytest_configure(config):
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups from the markers
 def pytest_collection_modifyitems(config, items):
-    """Groups for `pytest -n 2 --dist loadgroup` (what `make test` runs): the cells of every notebook form one
-    group, run by one worker in order, as papermill runs them (later notebooks reuse the runs of earlier ones);
-    each test file is a group of its own, so its module-scoped fixtures (a reference training run, a
-    two-process launch) are built once, not once per worker."""
+    """`make test` runs the tests with `pytest -n 2 --dist loadgroup`: each test file is one group, so its
+    module-scoped fixtures (a reference training run, a two-process launch) are built once, on one worker,
+    not once per worker. The notebooks run in a session of their own, without workers: nbval keeps one kernel
+    per notebook only while its cells run back to back, which pytest-xdist does not guarantee."""
     for item in items:
-        group = "notebooks" if item.nodeid.startswith("notebooks/") else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))

@@ -57,7 +57,7 @@ SMOKE_PARAMETERS = {
     "steps": 4,
     "eval_n": 4,
     "eval_problems": 16,
-    "overrides": [],
+    "overrides": ["data.prompts_per_step=4", "grpo.max_refill_rounds=1"],
     "runs_root": "../runs/smoke",
     "results_dir": "../runs/smoke/results",
     "cache_dir": "../runs/cache",
@@ -71,7 +71,7 @@ SMOKE_PARAMETERS = {
     "seed": 0,
     "study_seeds": [0],
     "study_steps": 2,
-    "study_overrides": [],
+    "study_overrides": ["data.prompts_per_step=4", "grpo.max_refill_rounds=1"],
     "eval_every": 1,
     "curve_problems": 4,
     "final_problems": 8,
@@ -81,7 +81,8 @@ SMOKE_PARAMETERS = {
     "ablation_values": {"K": [1, 2], "scorer": ["entropy", "random"]},
 }
 """The notebooks' `parameters` defaults (nbval runs them; a test checks every notebook agrees). Paths are
-relative to notebooks/, where the kernel runs."""
+relative to notebooks/, where the kernel runs. The smoke runs train on 4 prompts per step with one refill
+round (the recipes: 16 and 2), so that every notebook checks the whole path in seconds, not minutes."""
 
 TINY_SEEDS = [0, 1, 2, 3, 4]
 """Training seeds per arm of the full tiny reproduction (issue 11 §2: at least 5 seeds per arm for Table 1; the

@@ -375,3 +375,19 @@ def test_a_study_arm_that_never_branched_is_refused():
         studies.check_arms_branch(metrics)
     studies.check_arms_branch(metrics[metrics["arm"] != "fr3e_scorer_newline"])  # GRPO++ logs None: not judged
     studies.check_arms_branch(metrics.drop(columns="anchors_per_trajectory"))  # runs from before the column
+
+
+def test_an_equal_token_read_inside_the_warm_up_is_not_testable():
+    # steps 0, 1, 2 at tokens 0, 100, 200 (FR3E) and 0, 50, 150 (GRPO++): common x = 150 tokens, where FR3E is at
+    # step 1.5 and GRPO++ at step 2. With a 1-step warm-up both are past it; with a 2-step warm-up both are inside.
+    c = pd.concat([_curve("fr3e", s, [0, 100, 200], [10, 20 + s, 30]) for s in (0, 1)]
+                  + [_curve("grpo_pp", s, [0, 50, 150], [10, 15, 25 + s]) for s in (0, 1)])
+    past = curves.paired_at_equal_x(c, "gen_tokens", "fr3e", "grpo_pp", warmup_steps=1).iloc[0]
+    assert past["testable"] and past["ci_low"] < past["ci_high"]
+    inside = curves.paired_at_equal_x(c, "gen_tokens", "fr3e", "grpo_pp", warmup_steps=2).iloc[0]
+    assert not inside["testable"] and math.isnan(inside["ci_low"])
+    assert "fr3e at step 1.5, grpo_pp at step 2, inside the 2-step learning-rate warm-up" in inside["interval"]
+    assert inside["delta"] == pytest.approx(past["delta"])  # the numbers stay; only the verdict goes
+    rows = studies.verdict_rows(pd.DataFrame([inside]), "{arm} ≥ {baseline} at equal {x}", "paper")
+    assert rows[0]["verdict"].startswith("not testable here (") and "warm-up" in rows[0]["verdict"]
+    assert studies.recipe_warmup_steps() == 20  # the tiny recipes warm up over 20 steps

@@ -166,9 +166,13 @@ def holm_family(rows: Sequence[dict], alpha: float = FAMILY_ALPHA) -> list[dict]
 
 # ================================================================================================= rows
 def _row(claim: str, model: str, paper: str, ours: str, estimate: float, low: float, high: float,
-         direction: int, interval: str, digits: int, why_no_interval: str = "", n: int | None = None) -> dict:
-    """One claims-table row; the verdict comes from (low, high) only."""
-    if np.isfinite(low) and np.isfinite(high):
+         direction: int, interval: str, digits: int, why_no_interval: str = "", n: int | None = None,
+         not_testable: str = "") -> dict:
+    """One claims-table row; the verdict comes from (low, high) only, or is `not testable here` for the reason
+    given (a read inside warm-up, a quantity the world fixes)."""
+    if not_testable:
+        text = f"{NOT_TESTABLE} ({fmt_signed(estimate, digits)}: {not_testable})"
+    elif np.isfinite(low) and np.isfinite(high):
         text = fmt_verdict(estimate, low, high, direction, digits)
     else:
         est = f"{fmt_signed(estimate, digits)}, " if estimate is not None and np.isfinite(estimate) else ""
@@ -179,10 +183,11 @@ def _row(claim: str, model: str, paper: str, ours: str, estimate: float, low: fl
 
 
 def interval_claim(claim: str, model: str, paper: str, ours: str, estimate: float, low: float, high: float,
-                   direction: int, interval: str, digits: int = 1) -> dict:
+                   direction: int, interval: str, digits: int = 1, not_testable: str = "") -> dict:
     """One claims-table row (`COLUMNS` + `DETAIL_COLUMNS`) whose verdict comes from (low, high) only: the rows
     other studies add (fr3e.study.studies) are built like the ones here."""
-    return _row(claim, model, paper, ours, estimate, low, high, direction, interval, digits)
+    return _row(claim, model, paper, ours, estimate, low, high, direction, interval, digits,
+                not_testable=not_testable)
 
 
 def _paired(per_seed: pd.DataFrame, model: str) -> tuple[list, np.ndarray, np.ndarray]:

@@ -100,7 +100,7 @@ def common_x(curves: pd.DataFrame, x: str, arms: Sequence[str]) -> dict[str, flo
 
 
 COMPARISON_COLUMNS = ["model", "x", "at", "arm", "baseline", "arm_acc", "baseline_acc", "delta", "ci_low",
-                      "ci_high", "sd", "seeds", "wins", "interval"]
+                      "ci_high", "sd", "seeds", "wins", "interval", "testable"]
 
 
 def compare_paired(model: str, x: str, at: float, arm: str, baseline: str, arm_values: dict,
@@ -118,17 +118,22 @@ def compare_paired(model: str, x: str, at: float, arm: str, baseline: str, arm_v
             "baseline_acc": float(np.mean([baseline_values[s] for s in seeds])),
             "delta": m, "ci_low": lo, "ci_high": hi, "sd": mean_std(diff)[1], "seeds": len(seeds),
             "wins": int(sum(d > 0 for d in diff)),
-            "interval": f"95% paired t-interval over {len(seeds)} seeds" if len(seeds) > 1 else "1 seed"}
+            "interval": f"95% paired t-interval over {len(seeds)} seeds" if len(seeds) > 1 else "1 seed",
+            "testable": True}
 
 
 def paired_at_equal_x(curves: pd.DataFrame, x: str, arm: str, baseline: str,
-                      at: dict[str, float] | float | None = None) -> pd.DataFrame:
+                      at: dict[str, float] | float | None = None, warmup_steps: int = 0) -> pd.DataFrame:
     """arm − baseline accuracy at one common x per model, paired by seed, with a 95% paired t-interval.
 
     curves: `curves` rows; x: an `X_AXES` column; at: the x to compare at (one value, or per model; default
     `common_x` of the two arms: no curve is extrapolated). Each seed's curve is interpolated at `at`; seeds
     missing either arm (or not reaching `at`) are left out. Returns `COMPARISON_COLUMNS` (accuracies in %,
     delta in points; ci nan with fewer than 2 seeds).
+
+    warmup_steps: the recipes' learning-rate warm-up. A read where some run of either arm is still at a step
+    <= warmup_steps compares a policy that has barely started learning: the row keeps its numbers but no
+    interval, and says `not testable here` and why (`testable` False), so no verdict is read off it.
     """
     reach = common_x(curves, x, [arm, baseline]) if at is None else None
     rows = []
@@ -140,8 +145,18 @@ def paired_at_equal_x(curves: pd.DataFrame, x: str, arm: str, baseline: str,
         vals = [{seed: float(interpolate(g.sort_values(x)[x], g.sort_values(x)["acc"], where))
                  for seed, g in sub[sub["arm"] == a].groupby("seed")} for a in (arm, baseline)]
         row = compare_paired(model, x, where, arm, baseline, *vals)
-        if row is not None:
-            rows.append(row)
+        if row is None:
+            continue
+        if warmup_steps and x != "step":
+            steps = {a: min(float(interpolate(g.sort_values(x)[x], g.sort_values(x)["step"], where))
+                            for _, g in sub[sub["arm"] == a].groupby("seed")) for a in (arm, baseline)}
+            early = {a: s for a, s in steps.items() if s <= warmup_steps}
+            if early:
+                who = ", ".join(f"{a} at step {s:.3g}" for a, s in early.items())
+                row.update(ci_low=np.nan, ci_high=np.nan, testable=False,
+                           interval=(f"not testable here: at this x the runs of {who}, inside the {warmup_steps}-step "
+                                     "learning-rate warm-up; compare at a budget both arms reach after it"))
+        rows.append(row)
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 

@@ -221,8 +221,10 @@ def verdict_rows(comparisons: pd.DataFrame, claim: str, paper: str, names: dict[
         where = _fmt_x(r.x, r.at)
         text = claim.format(arm=a, baseline=b, x=X_AXES.get(r.x, r.x))
         ours = (f"{a} {r.arm_acc:.1f} vs {b} {r.baseline_acc:.1f} % at {where}{what}; {a} − {b}: {r.interval}")
+        testable = getattr(r, "testable", True)
         rows.append(interval_claim(text, r.model, paper, ours, r.delta, r.ci_low, r.ci_high, direction,
-                                   r.interval, digits))
+                                   r.interval, digits,
+                                   not_testable="" if testable is not False else r.interval.split(": ", 1)[1]))
     return rows
 
 
@@ -263,6 +265,7 @@ def ablation_table(final_evals: pd.DataFrame, curves_df: pd.DataFrame, metrics: 
     `recipe_defaults`. The recipe's own value has no delta (it is the reference)."""
     default = defaults[factor.key]
     check_arms_branch(metrics)
+    warmup = recipe_warmup_steps()
     acc = accuracy(final_evals)
     tokens = metrics.groupby(["arm", "seed"])["gen_tokens"].mean().groupby("arm").mean()
     rows = []
@@ -274,7 +277,7 @@ def ablation_table(final_evals: pd.DataFrame, curves_df: pd.DataFrame, metrics: 
         row = {"factor": factor.name, "value": value, "arm": arm, "recipe": value == default, "acc": m, "acc_std": s,
                "acc_text": fmt_mean_std(m, s), "seeds": n, "gen_tokens_per_step": float(tokens.get(arm, math.nan))}
         for label, comp in (("steps", paired_final(final_evals, "fr3e", arm) if arm != "fr3e" else None),
-                            ("tokens", paired_at_equal_x(curves_df, "gen_tokens", "fr3e", arm)
+                            ("tokens", paired_at_equal_x(curves_df, "gen_tokens", "fr3e", arm, warmup_steps=warmup)
                              if arm != "fr3e" else None)):
             r = comp.iloc[0] if comp is not None and len(comp) else None
             row[f"delta_{label}"] = r["delta"] if r is not None else math.nan
@@ -300,7 +303,7 @@ def ablation_claims(final_evals: pd.DataFrame, curves_df: pd.DataFrame, factor: 
         nm = {"fr3e": f"{factor.name}={default}", arm: f"{factor.name}={value}", **names}
         rows += verdict_rows(paired_final(final_evals, "fr3e", arm), claim, factor.question, nm,
                              " (final evaluation)")
-        rows += verdict_rows(paired_at_equal_x(curves_df, "gen_tokens", "fr3e", arm), claim, factor.question, nm,
+        rows += verdict_rows(paired_at_equal_x(curves_df, "gen_tokens", "fr3e", arm, warmup_steps=recipe_warmup_steps()), claim, factor.question, nm,
                              " (curves)")
     return rows
 
@@ -384,10 +387,20 @@ def ablation_costs(defaults: dict, values: dict[str, Sequence] | None = None, co
     return dataclasses.replace(costs, relative=tuple(rel.items()))
 
 
+def recipe_warmup_steps(recipe: str | Path | None = None) -> int:
+    """The learning-rate warm-up of a recipe (default: the tiny FR3E recipe, which the studies train)."""
+    from fr3e.training.config import load_config, recipe_dir
+
+    return load_config(recipe or recipe_dir() / "tiny-fr3e.yaml").optim.warmup_steps
+
+
 def compare_all(final_evals: pd.DataFrame, curves_df: pd.DataFrame,
-                pairs: Sequence[tuple[str, str]] = COMPARISONS) -> pd.DataFrame:
+                pairs: Sequence[tuple[str, str]] = COMPARISONS, warmup_steps: int | None = None) -> pd.DataFrame:
     """Every (arm, baseline) of `pairs` present in the runs, at equal steps (final evaluation) and at equal x of
-    every other `X_AXES` column (curves): `COMPARISON_COLUMNS` rows."""
+    every other `X_AXES` column (curves): `COMPARISON_COLUMNS` rows. An equal-x read where a run is still in
+    its learning-rate warm-up (`warmup_steps`, default: the tiny recipe's) is `not testable here`."""
+    if warmup_steps is None:
+        warmup_steps = recipe_warmup_steps()
     present = set(curves_df["arm"])
     frames = []
     for arm, baseline in pairs:
@@ -396,7 +409,7 @@ def compare_all(final_evals: pd.DataFrame, curves_df: pd.DataFrame,
         frames.append(paired_final(final_evals, arm, baseline))
         for x in X_AXES:
             if x != "step":
-                frames.append(paired_at_equal_x(curves_df, x, arm, baseline))
+                frames.append(paired_at_equal_x(curves_df, x, arm, baseline, warmup_steps=warmup_steps))
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COMPARISON_COLUMNS)
 

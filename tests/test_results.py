@@ -459,26 +459,29 @@ def test_claims_from_committed_results(tmp_path, final):
                                                                                        (3, base), (4, base))])
     data.to_csv(entropy / "data.csv", index=False)
     rows = claims.claims_from_committed(entropy)
-    assert len(rows) == 3 and all(r["verdict"].startswith("inconclusive (") for r in rows)
+    assert len(rows) == 4 and all(r["verdict"].startswith("inconclusive (") for r in rows)
+    assert "probe-set entropy is not in these committed results" in rows[2]["verdict"]  # runs without probe.jsonl
     # last quarter = step 4: FR3E 0.2 vs GRPO++ 0.1; ratio end / start of the mean curve 0.2/0.3 vs 0.1/0.3
     assert rows[0]["ours"].startswith("FR3E 0.200 vs GRPO++ 0.100 nats")
     assert rows[0]["verdict"] == "inconclusive (+0.100, no interval: per-seed values not committed)"
     assert rows[0]["interval"] == "none: " + claims.NOT_COMMITTED
-    assert rows[2]["ours"].startswith("FR3E 0.67 vs GRPO++ 0.33")
-    assert claims.recompute_committed_claims(tmp_path) == {"table1": 3, "entropy": 3}
+    assert rows[3]["ours"].startswith("FR3E 0.67 vs GRPO++ 0.33")
+    assert claims.recompute_committed_claims(tmp_path) == {"table1": 3, "entropy": 4}
     stored = json.loads((entropy / "summary.json").read_text())
     assert stored["claims"][0]["verdict"] == rows[0]["verdict"] and stored["claims"][0]["ci_low"] is None
 
 
-def test_committed_readme_verdicts_are_three_words():
+def test_committed_readme_verdicts_are_verdicts_and_say_their_role():
     readme = Path(__file__).resolve().parent.parent / "results" / "README.md"
     if not readme.exists():
         pytest.skip("no committed results/README.md")
     text = readme.read_text()
-    header = "| claim | model | paper | ours | verdict |"
-    assert header in text
+    header = "| claim | model | paper | ours | verdict | role |"
+    assert header in text and "## Primary claims" in text
     rows = [line for block in text.split(header)[1:] for line in block.split("\n\n")[0].splitlines()[2:]]
-    assert rows and all(r.rsplit(" | ", 1)[1].split(" ")[0] in stats.VERDICTS for r in rows)
+    cells = [r.rstrip(" |").rsplit(" | ", 2) for r in rows]
+    assert rows and all(any(c[1].startswith(v) for v in stats.VERDICTS) for c in cells)
+    assert {c[2] for c in cells} <= {claims.PRIMARY, claims.EXPLORATORY} and claims.PRIMARY in {c[2] for c in cells}
 
 
 # --------------------------------------------------------------------------------- controls and precision
@@ -556,7 +559,7 @@ def test_primary_claims_are_named_once_per_artefact_and_holm_corrected_in_the_re
             dict(t1, model="math", estimate=1.0, ci_low=-0.4, ci_high=2.4),
             dict(t1, claim=claims.TABLE1_CLAIM.replace("GRPO++", "GRPO++ (matched rollouts)"), model="general",
                  estimate=5.0, ci_low=4.0, ci_high=6.0)]  # exploratory: another baseline
-    length = dict(claim=claims.SPECS[4].claim, model="general", paper="", ours="", estimate=0.0, ci_low=0.0,
+    length = dict(claim=claims.PRIMARY_CLAIMS["length"], model="general", paper="", ours="", estimate=0.0, ci_low=0.0,
                   ci_high=0.0, direction=1, interval="95% paired t-interval over 5 seeds")
     family = claims.holm_family(rows + [length])
     assert [r["model"] for r in family] == ["general", "math", "general"]
@@ -574,3 +577,22 @@ def test_primary_claims_are_named_once_per_artefact_and_holm_corrected_in_the_re
     assert "## Primary claims" in text and "3 tests, Holm-corrected together" in text
     assert "Every other verdict in this file is exploratory: 1 of them" in text
     assert "| table1 | FR3E ≥ GRPO++ on avg@n (mean over the splits) | general | +2 [+0.2, +3.8] |" in text
+
+
+def test_probe_claim_reads_the_change_from_the_first_probe():
+    spec = next(s for s in claims.SPECS if s.kind == "probe")
+    assert claims.PRIMARY_CLAIMS["entropy"] == spec.claim
+    rows = []
+    for seed, (f_end, g_end) in enumerate([(0.9, 0.5), (0.8, 0.5), (0.85, 0.45)]):
+        for method, end in (("fr3e", f_end), ("grpo_pp", g_end)):
+            # both start at 1.0 + seed / 10 (one population, one base model); the level differs by seed only
+            rows += [dict(model="general", method=method, arm=method, seed=seed, run=f"{method}-{seed}", step=0,
+                          entropy=1.0 + seed / 10), dict(model="general", method=method, arm=method, seed=seed,
+                          run=f"{method}-{seed}", step=4, entropy=end + seed / 10)]
+    table = claims.claims_table(probe=pd.DataFrame(rows), artefacts=["entropy"], details=True)
+    row = table[table["claim"] == spec.claim].iloc[0]
+    # changes FR3E −0.1, −0.2, −0.15; GRPO++ −0.5, −0.5, −0.55 -> differences +0.4, +0.3, +0.4: mean 0.3667
+    assert row["estimate"] == pytest.approx(0.3667, abs=1e-4) and row["verdict"].startswith("holds")
+    assert row["n"] == 3 and row["role"] == claims.PRIMARY
+    # without probe data the claim is left out, not failed
+    assert spec.claim not in set(claims.claims_table(metrics=None, artefacts=["entropy"])["claim"])

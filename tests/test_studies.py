@@ -213,7 +213,7 @@ def test_ablation_table_and_claims_compare_each_value_with_the_recipe():
     c = pd.concat([_curve("fr3e", s, [0, 100], [0, 50 + 10 * s]) for s in range(3)]
                   + [_curve("fr3e_k_1", s, [0, 50], [0, 20 + 10 * s]) for s in range(3)])
     metrics = pd.DataFrame({"arm": ["fr3e", "fr3e_k_1"], "seed": 0, "gen_tokens": [100.0, 50.0]})
-    table = studies.ablation_table(final, c, metrics, k, defaults)
+    table = studies.ablation_table(final, c, metrics, k, defaults, warmup_steps=0)
     assert table["value"].tolist() == [1, 2] and table["recipe"].tolist() == [False, True]
     one = table.iloc[0]
     # equal steps: 50/60/70 vs 40/50/60 -> +10 each seed, sd 0 -> interval [10, 10]
@@ -222,8 +222,11 @@ def test_ablation_table_and_claims_compare_each_value_with_the_recipe():
     # differences 5, 0, −5 -> mean 0
     assert one["at_tokens"] == 50 and one["delta_tokens"] == pytest.approx(0.0)
     assert one["gen_tokens_per_step"] == 50.0
-    claims = studies.ablation_claims(final, c, k, defaults)
+    claims = studies.ablation_claims(final, c, k, defaults, warmup_steps=0)
     assert [r["verdict"].split(" (")[0] for r in claims] == ["not testable here", "inconclusive"]  # sd 0: no width
+    # the same comparison with the recipes' 20-step warm-up: the equal-token read (steps < 3 here) is not testable
+    late = studies.ablation_claims(final, c, k, defaults)
+    assert [r["verdict"].split(" (")[0] for r in late] == ["not testable here", "not testable here"]
     assert claims[0]["claim"] == "K=2 (recipe) ≥ K=1, at equal training steps"
 
 

@@ -22,7 +22,8 @@ CACHE = ROOT / "runs" / "cache"
 pytestmark = pytest.mark.slow
 
 SMALL = ["steps=4", "checkpoint_every=2", "sample_every=2", "data.prompts_per_step=4", "data.eval_problems=8",
-         "data.eval_n=2", "data.max_response_tokens=48", "grpo.max_refill_rounds=1"]
+         "data.eval_n=2", "data.max_response_tokens=48", "grpo.max_refill_rounds=1", "probe_every=2",
+         "probe_prompts=4", "probe_n=2"]
 
 
 def small_config(method="fr3e", extra=()):
@@ -46,6 +47,8 @@ def assert_same_run(a, b):
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
     assert read_jsonl(Path(a) / "eval.jsonl") == read_jsonl(Path(b) / "eval.jsonl")
+    probes = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(Path(d) / "probe.jsonl")] for d in (a, b)]
+    assert probes[0] == probes[1]
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +175,21 @@ def test_newline_scorer_branches_at_the_tasks_step_delimiter(tmp_path):
 
 
 def test_a_scorer_that_finds_no_anchor_stops_the_run(tmp_path):
-    # "#" never occurs in the arithmetic world's solutions: no boundary, no anchor, no branching -> one clear error
-    config = small_config(extra=["fr3e.scorer=newline", "fr3e.step_delimiter=#", "steps=1"])
+    # "Q" never occurs in the arithmetic world's solutions: no boundary, no anchor, no branching -> one clear error
+    config = small_config(extra=["fr3e.scorer=newline", "fr3e.step_delimiter=Q", "steps=1"])
     with pytest.raises(TrainingError, match=r"'newline' scorer found no anchor on 100% of the base trajectories.*"
                                             r"fr3e.step_delimiter"):
         train(config, tmp_path / "none", progress=False, cache_dir=CACHE)
+
+
+def test_probe_measures_both_methods_on_one_population(reference_run, tmp_path):
+    """The probe set is the same prompts, n and sampling seeds for FR3E and GRPO++ of one seed: before any update
+    (step 0) both policies are the base model, so their probe rows are identical there."""
+    fr3e = read_jsonl(reference_run / "probe.jsonl")
+    assert [r["step"] for r in fr3e] == [0, 2, 4]  # before training, every probe_every steps, after the last
+    assert all(r["responses"] == 4 * 2 and r["tokens"] > 0 and 0 < r["entropy"] < 5 for r in fr3e)
+    grpo = train(small_config("grpo_pp", ["steps=2"]), tmp_path / "grpo", progress=False, cache_dir=CACHE)
+    grpo_rows = read_jsonl(grpo / "probe.jsonl")
+    assert [r["step"] for r in grpo_rows] == [0, 2]
+    same = ("entropy", "tokens", "responses", "response_length")
+    assert {k: grpo_rows[0][k] for k in same} == {k: fr3e[0][k] for k in same}

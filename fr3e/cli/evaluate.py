@@ -12,12 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from fr3e.cli.common import add_debug_flag, check_writable, run_cli
 from fr3e.data import hub
-from fr3e.evaluation.evaluate import check_benchmarks, evaluate, format_table
-from fr3e.tasks import arithmetic
+from fr3e.tasks.arithmetic import SPLITS
 from fr3e.utils.errors import UserError
 
 
@@ -30,7 +27,7 @@ def _main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m fr3e.cli.evaluate",
                                      description="Evaluate a model on the tiny or the paper benchmarks.")
     parser.add_argument("--model", required=True, help=hub.MODEL_HELP)
-    parser.add_argument("--benchmarks", default=",".join(arithmetic.SPLITS),
+    parser.add_argument("--benchmarks", default=",".join(SPLITS),
                         help="comma-separated tiny splits (easy, medium, hard) or paper benchmarks (gsm8k, ...)")
     parser.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
                         help="use a local file for a hub benchmark, e.g. --data gsm8k=/data/gsm8k.jsonl; repeatable")
@@ -51,7 +48,10 @@ def _main(argv: Sequence[str]) -> int:
         raise UserError(f"--temperature {args.temperature}, --top-p {args.top_p}: use temperature >= 0 and "
                             "0 < top-p <= 1 (paper: 1.0 and 0.95).")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import torch  # here, not at the top: `--help` and argument errors answer at once
+
     from fr3e.data import paper as paper_data
+    from fr3e.evaluation.evaluate import check_benchmarks, evaluate, format_table
 
     benchmarks = check_benchmarks(args.benchmarks)
     local = {k: str(v) for k, v in paper_data.parse_data_overrides(args.data).items()}

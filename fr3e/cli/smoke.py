@@ -18,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from fr3e.training.config import recipe_dir
 
 logger = logging.getLogger(__name__)
@@ -28,6 +26,7 @@ logger = logging.getLogger(__name__)
 def build_random_qwen2(path: str | Path, hidden_size: int = 256, num_layers: int = 4, seed: int = 0) -> Path:
     """Save a random Qwen2ForCausalLM with the character tokenizer to `path` (tokenizer loads with
     `fr3e.tasks.tokenizer.load_tokenizer`, never AutoTokenizer: AutoTokenizer on a qwen2 config ignores a custom tokenizer.json)."""
+    import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from fr3e.tasks.tokenizer import build_tokenizer
@@ -47,6 +46,8 @@ def build_random_qwen2(path: str | Path, hidden_size: int = 256, num_layers: int
 
 
 def vllm_usable() -> bool:
+    import torch
+
     if not torch.cuda.is_available():
         return False
     try:
@@ -58,6 +59,8 @@ def vllm_usable() -> bool:
 
 def gpu_smoke(out: str | Path = "runs/gpu-smoke", steps: int = 3, engine: str | None = None) -> dict:
     """Run the smoke pipeline; returns a summary (device, engine, seconds, tokens/s, metrics of the last step)."""
+    import torch
+
     from fr3e.training.config import load_config
     from fr3e.training.trainer import train
     from fr3e.utils.io import read_jsonl

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import platform
+import re
 import time
 from collections.abc import Iterable, Sequence
 from importlib import metadata
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from fr3e.study.claims import FAMILY_ALPHA, claim_role, holm_family
+from fr3e.study.claims import FAMILY_ALPHA, claim_role, holm_family, with_numbers
 from fr3e.study.runs import REPO_ROOT, RunInfo, run_dirs
+from fr3e.study.stats import fmt_verdict, verdict
 from fr3e.study.tables import (
     HALF_WIDTH_TARGET,
     METHOD_LABELS,
@@ -159,10 +161,26 @@ def results_readme(results_dir: str | Path) -> str:
             lines += [note, ""]
         if summary.get("claims_recomputed"):
             lines += [f"Claims {summary['claims_recomputed']}.", ""]
-        claims = [{**c, "role": claim_role(c["claim"])} for c in summary.get("claims") or []]
+        claims = [{**rederive_verdict(c), "role": claim_role(c["claim"])} for c in summary.get("claims") or []]
         if claims:
             lines += [_md_table(claims, ["claim", "model", "paper", "ours", "verdict", "role"])]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def rederive_verdict(row: dict) -> dict:
+    """A stored claims row whose verdict the current rules read differently from its stored numbers (estimate,
+    interval, direction) gets the current verdict text; e.g. an interval without width became `not testable
+    here`. Rows without an interval are kept as stored."""
+    row = with_numbers(row)
+    est, lo, hi, direction = (row.get(k) for k in ("estimate", "ci_low", "ci_high", "direction"))
+    if any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in (est, lo, hi, direction)):
+        return row
+    now = verdict(lo, hi, int(direction))
+    if str(row.get("verdict", "")).startswith(now):
+        return row
+    m = re.search(r"\(([+−-]?\d+)(?:\.(\d+))?", str(row.get("verdict", "")))
+    digits = len(m.group(2)) if m and m.group(2) else 1
+    return {**row, "verdict": fmt_verdict(est, lo, hi, int(direction), digits)}
 
 
 def _all_claims(results_dir: Path) -> list[dict]:
@@ -170,7 +188,8 @@ def _all_claims(results_dir: Path) -> list[dict]:
     for artefact in ARTEFACT_TITLES:
         path = results_dir / artefact / "summary.json"
         if path.exists():
-            rows += [{**c, "artefact": artefact} for c in json.loads(path.read_text()).get("claims") or []]
+            rows += [{**rederive_verdict(c), "artefact": artefact}
+                     for c in json.loads(path.read_text()).get("claims") or []]
         for table in (json.loads(path.read_text()).get("readme_tables") or []) if path.exists() else []:
             rows += [{"claim": "", "artefact": artefact, "verdict": r.get("verdict", "")} for r in table["rows"]
                      if isinstance(r, dict) and r.get("verdict")]

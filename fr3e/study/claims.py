@@ -85,6 +85,8 @@ SPECS: tuple[Claim, ...] = (
           "Fig. 3: FR3E's entropy stays higher", "entropy", "level", +1, " nats", 3),
     Claim("entropy", "FR3E entropy higher than GRPO++ at the end of training (full responses from the prompt)",
           "Fig. 3 (same claim, like-for-like tokens)", "entropy_base", "level", +1, " nats", 3),
+    Claim("entropy", "FR3E's entropy falls less than GRPO++'s (probe set: same prompts and n; end − start)",
+          "Fig. 3: FR3E's entropy stays higher and decays slower", "entropy", "probe", +1, " nats", 3),
     Claim("entropy", "FR3E entropy decays slower (end / start ratio higher)",
           "Fig. 3: no entropy collapse, slower decay", "entropy", "ratio", +1, "", 2),
     Claim("length", "FR3E responses longer than GRPO++ (trained rollouts, prefix + continuation)",
@@ -113,10 +115,10 @@ MATH_PAPER = "Table 1: clear gains on general models, small on Qwen2.5-Math-7B"
 
 PRIMARY_CLAIMS: dict[str, str] = {
     "table1": TABLE1_CLAIM,
-    "entropy": SPECS[1].claim,  # full responses from the prompt: the closest to like-for-like tokens
-    "length": SPECS[4].claim,  # at the final evaluation: same prompts and n for both methods
-    "advantage": SPECS[5].claim,
-    "all_right": SPECS[8].claim,  # evaluation problems: same problems and n for both methods
+    "entropy": SPECS[2].claim,  # one probe set, same prompts and n for both: the change from the start
+    "length": SPECS[5].claim,  # at the final evaluation: same prompts and n for both methods
+    "advantage": SPECS[6].claim,
+    "all_right": SPECS[9].claim,  # evaluation problems: same problems and n for both methods
 }
 """The primary claims, named before any run was read: one per paper artefact, each tested on every base model.
 They form one family whose p-values are Holm-corrected together (`holm_family`); every other row of a claims
@@ -133,26 +135,55 @@ def claim_role(claim: str) -> str:
 
 
 def row_n(row: dict) -> int | None:
-    """Paired units of a row's t-interval: its `n`, else read from its interval text (committed rows)."""
+    """Paired units of a row's t-interval: its `n`, else read from its interval or `ours` text (committed rows)."""
     n = row.get("n")
     if n is not None and not (isinstance(n, float) and math.isnan(n)):
         return int(n)
-    m = re.search(r"paired t-interval over (\d+) seeds", str(row.get("interval") or ""))
+    m = re.search(r"paired t-interval over (\d+) seeds", f"{row.get('interval') or ''} {row.get('ours') or ''}")
     return int(m.group(1)) if m else None
+
+
+def claim_direction(claim: str) -> int | None:
+    """+1 / −1: the sign of the difference the paper claims, for a claim text of this module."""
+    if claim.startswith(MATH_CLAIM):
+        return -1
+    if claim.startswith("FR3E ≥ GRPO++"):
+        return +1
+    spec = next((s for s in SPECS if s.claim == claim), None)
+    return spec.direction if spec else None
+
+
+_NUMBER = r"([+−-]?\d+(?:\.\d+)?)"
+
+
+def with_numbers(row: dict) -> dict:
+    """A stored claims row (a committed summary.json keeps only the shown columns) with its estimate, interval,
+    direction and n read back from its verdict and `ours` text, where they are missing. The text rounds: a
+    p-value from it is approximate, and an interval printed as [−0.0, +0.0] has no width."""
+    if row.get("estimate") is not None and row.get("direction") is not None:
+        return row
+    m = re.search(rf"\({_NUMBER} \[{_NUMBER}, {_NUMBER}\]\)", str(row.get("verdict") or ""))
+    if not m:
+        return row
+    est, lo, hi = (float(x.replace("−", "-")) for x in m.groups())
+    return {**row, "estimate": est, "ci_low": lo, "ci_high": hi, "direction": claim_direction(row["claim"]),
+            "n": row_n(row)}
 
 
 def holm_family(rows: Sequence[dict], alpha: float = FAMILY_ALPHA) -> list[dict]:
     """The primary rows among `rows` with their p-value (two-sided t against 0), Holm-adjusted p-value across
     all of them, and the verdict at family-wise level `alpha`; rows without a t-interval keep p = nan and
     stay `inconclusive` (an interval without width stays `not testable here`)."""
-    primary = [dict(r) for r in rows if claim_role(r["claim"]) == PRIMARY]
+    primary = [with_numbers(dict(r)) for r in rows if claim_role(r["claim"]) == PRIMARY]
     for r in primary:
         n = row_n(r)
         r["p_value"] = p_from_t_interval(_num(r.get("estimate")), _num(r.get("ci_low")), _num(r.get("ci_high")),
                                          n) if n else math.nan
     for r, adjusted in zip(primary, holm([r["p_value"] for r in primary])):
         r["p_holm"] = adjusted
-        plain = verdict(_num(r.get("ci_low")), _num(r.get("ci_high")), int(r["direction"])) if np.isfinite(
+        direction = int(r.get("direction") or claim_direction(r["claim"]) or 1)
+        r["direction"] = direction
+        plain = verdict(_num(r.get("ci_low")), _num(r.get("ci_high")), direction) if np.isfinite(
             _num(r.get("ci_low"))) else INCONCLUSIVE
         if plain == NOT_TESTABLE:
             r["verdict_holm"] = NOT_TESTABLE
@@ -252,6 +283,22 @@ def _seed_claim(spec: Claim, per_seed: pd.DataFrame, what: str,
 
 
 # ======================================================================================= claim kinds
+def probe_claim(spec: Claim, probe: pd.DataFrame) -> list[dict]:
+    """The change of the probe-set entropy from the first probe (before any update) to the last, per seed; FR3E
+    − GRPO++ paired by seed. Both methods' policies are measured on one token population (the same prompts, n
+    and sampling seeds), and the change removes whatever level they start from."""
+    if probe is None or not len(probe) or spec.column not in probe:
+        return _missing(spec, "no probe.jsonl in the runs (set probe_every in the recipe)",
+                        _models(probe) if probe is not None and len(probe) else ["all"])
+    rows = []
+    for keys, g in probe.groupby(["model", "method", "seed"], sort=False):
+        g = g.dropna(subset=[spec.column]).sort_values("step")
+        if len(g) >= 2 and g["step"].iloc[0] == 0:
+            rows.append(dict(zip(("model", "method", "seed"), keys), value=g[spec.column].iloc[-1] - g[spec.column].iloc[0]))
+    per_seed = pd.DataFrame(rows, columns=["model", "method", "seed", "value"])
+    return _seed_claim(spec, per_seed, "probe entropy, last probe − the probe before training")
+
+
 def level_claim(spec: Claim, metrics: pd.DataFrame) -> list[dict]:
     """End-of-training level of a training metric (mean over the last quarter of steps), per model."""
     if spec.column not in metrics:
@@ -318,8 +365,9 @@ def _missing(spec: Claim, why: str, models: Sequence[str]) -> list[dict]:
 
 
 KINDS: dict[str, Callable[[Claim, pd.DataFrame], list[dict]]] = {
-    "level": level_claim, "eval": eval_claim, "ratio": ratio_claim, "change": change_claim}
-"""Claim kind -> the function computing its rows ("eval" reads final evaluations, the rest metrics)."""
+    "level": level_claim, "eval": eval_claim, "ratio": ratio_claim, "change": change_claim, "probe": probe_claim}
+"""Claim kind -> the function computing its rows ("eval" reads final evaluations, "probe" probe.jsonl, the rest
+metrics)."""
 
 
 # ============================================================================================ Table 1
@@ -439,8 +487,8 @@ ARTEFACTS = ("table1", "entropy", "length", "advantage", "all_right")
 
 def claims_table(metrics: pd.DataFrame | None = None, final_evals: pd.DataFrame | None = None,
                  artefacts: Sequence[str] | None = None, sample: dict | None = None,
-                 details: bool = False, baseline: str = "grpo_pp", baselines: Sequence[str] | None = None
-                 ) -> pd.DataFrame:
+                 details: bool = False, baseline: str = "grpo_pp", baselines: Sequence[str] | None = None,
+                 probe: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rows "claim | model | paper | ours | verdict" for the requested artefacts (default: all the data allows).
 
     metrics: `load_metrics`; final_evals: `load_final_evals`; sample: a samples row (walkthrough).
@@ -460,7 +508,10 @@ def claims_table(metrics: pd.DataFrame | None = None, final_evals: pd.DataFrame 
         if name == "table1" and final_evals is not None:
             rows += claim_table1(final_evals, baselines)
         for spec in (s for s in SPECS if s.artefact == name):
-            data = select_arms(final_evals if spec.kind == "eval" else metrics, baseline)
+            source = {"eval": final_evals, "probe": probe}.get(spec.kind, metrics)
+            if spec.kind == "probe" and (source is None or not len(source)):
+                continue  # runs without a probe set: the claim is left out, not failed
+            data = select_arms(source, baseline)
             if data is not None:
                 rows += KINDS[spec.kind](spec, data)
     return pd.DataFrame(rows, columns=COLUMNS + (DETAIL_COLUMNS if details else []))
@@ -500,6 +551,9 @@ def claims_from_committed(artefact_dir: str | Path) -> list[dict]:
 
 def _committed_rows(spec: Claim, data: pd.DataFrame) -> list[dict]:
     models = _models(data)
+    if spec.kind == "probe":
+        return _missing(spec, "the probe-set entropy is not in these committed results (runs made before probe.jsonl)",
+                        models)
     if spec.kind == "eval":
         return [_row(spec.claim, m, spec.paper, f"{spec.column} at the final evaluation: not committed", math.nan,
                      math.nan, math.nan, spec.direction, "none: " + EVAL_NOT_COMMITTED, spec.digits,

@@ -114,6 +114,20 @@ def load_final_evals(runs: Iterable[RunInfo | str | Path]) -> pd.DataFrame:
     return df[df["step"] == last].reset_index(drop=True)
 
 
+def load_probe(runs: Iterable[RunInfo | str | Path]) -> pd.DataFrame:
+    """probe.jsonl rows of every run (the entropy of each policy on one fixed probe set, `probe_every`), tagged
+    with method, arm, model, seed, run; empty (with those columns) when no run probed."""
+    frames = []
+    for d in run_dirs(runs):
+        meta = run_meta(d)
+        df = pd.DataFrame(read_jsonl(d / "probe.jsonl"))
+        if len(df):
+            frames.append(df.assign(**{k: meta[k] for k in ("method", "arm", "model", "seed", "run")}))
+    if not frames:
+        return pd.DataFrame(columns=["step", "entropy", "method", "arm", "model", "seed", "run"])
+    return pd.concat(frames, ignore_index=True)
+
+
 def load_samples(run: RunInfo | str | Path, step: int | None = None) -> list[dict]:
     """samples.jsonl rows of one run; `step` = only that step (-1 = the last logged step)."""
     d = run_dirs([run])[0]

@@ -83,6 +83,7 @@ from fr3e.study.loaders import (
     load_final_eval,
     load_final_evals,
     load_metrics,
+    load_probe,
     load_samples,
     run_meta,
     tiny_model_dir,

@@ -256,7 +256,7 @@ def check_arms_branch(metrics: pd.DataFrame) -> None:
 
 
 def ablation_table(final_evals: pd.DataFrame, curves_df: pd.DataFrame, metrics: pd.DataFrame, factor: Factor,
-                   defaults: dict) -> pd.DataFrame:
+                   defaults: dict, warmup_steps: int | None = None) -> pd.DataFrame:
     """One row per value of `factor` (present in the runs): final accuracy (mean ± std over seeds, %),
     generated tokens per step, and recipe − value at equal steps (final evaluation) and at equal generated
     tokens (curves at the largest token count both arms reach), each with its 95% paired t-interval.
@@ -265,7 +265,7 @@ def ablation_table(final_evals: pd.DataFrame, curves_df: pd.DataFrame, metrics: 
     `recipe_defaults`. The recipe's own value has no delta (it is the reference)."""
     default = defaults[factor.key]
     check_arms_branch(metrics)
-    warmup = recipe_warmup_steps()
+    warmup = recipe_warmup_steps() if warmup_steps is None else warmup_steps
     acc = accuracy(final_evals)
     tokens = metrics.groupby(["arm", "seed"])["gen_tokens"].mean().groupby("arm").mean()
     rows = []
@@ -289,7 +289,7 @@ def ablation_table(final_evals: pd.DataFrame, curves_df: pd.DataFrame, metrics: 
 
 
 def ablation_claims(final_evals: pd.DataFrame, curves_df: pd.DataFrame, factor: Factor, defaults: dict,
-                    names: dict[str, str] | None = None) -> list[dict]:
+                    names: dict[str, str] | None = None, warmup_steps: int | None = None) -> list[dict]:
     """Claims rows for one factor: "the recipe's value does at least as well as value v", at equal steps
     and at equal generated tokens, per value v ≠ the recipe's (estimate = recipe − v)."""
     default = defaults[factor.key]
@@ -303,7 +303,8 @@ def ablation_claims(final_evals: pd.DataFrame, curves_df: pd.DataFrame, factor: 
         nm = {"fr3e": f"{factor.name}={default}", arm: f"{factor.name}={value}", **names}
         rows += verdict_rows(paired_final(final_evals, "fr3e", arm), claim, factor.question, nm,
                              " (final evaluation)")
-        rows += verdict_rows(paired_at_equal_x(curves_df, "gen_tokens", "fr3e", arm, warmup_steps=recipe_warmup_steps()), claim, factor.question, nm,
+        rows += verdict_rows(paired_at_equal_x(curves_df, "gen_tokens", "fr3e", arm,
+                                               warmup_steps=recipe_warmup_steps() if warmup_steps is None else warmup_steps), claim, factor.question, nm,
                              " (curves)")
     return rows
 

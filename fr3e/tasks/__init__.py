@@ -5,7 +5,16 @@
 `warm_start` fine-tunes it into the `general` and `math` base models (cached).
 """
 
-from fr3e.tasks.arithmetic import SPLITS, default_eval_sizes, make_split
-from fr3e.tasks.tokenizer import build_tokenizer, load_tokenizer
+import importlib
 
-__all__ = ["SPLITS", "build_tokenizer", "default_eval_sizes", "load_tokenizer", "make_split"]
+_NAMES = {"SPLITS": "arithmetic", "default_eval_sizes": "arithmetic", "make_split": "arithmetic",
+          "build_tokenizer": "tokenizer", "load_tokenizer": "tokenizer"}
+"""Names importable from `fr3e.tasks`, loaded on first use (the tokenizer pulls in transformers: seconds)."""
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"fr3e.tasks.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'fr3e.tasks' has no attribute {name!r}")

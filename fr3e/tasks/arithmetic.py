@@ -27,8 +27,10 @@ import hashlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import datasets
+if TYPE_CHECKING:  # imported in make_split: `datasets` takes a second to import, the problems need none of it
+    import datasets
 
 SPLITS = ("easy", "medium", "hard")
 """Evaluation splits, easiest first (GSM8K-, MATH500-, AIME-like)."""
@@ -178,6 +180,8 @@ def make_split(split: str, n: int, seed: int = 0) -> datasets.Dataset:
                 "difficulty": problem.difficulty,
             }
         )
+    import datasets
+
     features = datasets.Features({c: datasets.Value("string") for c in _COLUMNS})
     return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in _COLUMNS}, features=features)
 

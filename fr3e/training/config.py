@@ -34,7 +34,8 @@ REWARDS = ("verifier", "coin")
 REPORT_TARGETS = ("tensorboard", "wandb")
 NOT_RUN_IDENTITY = ("report_to",)
 """Top-level fields that change where a run is shown, not what it trains: a resume or a reuse ignores them."""
-ABSENT_MEANS_DEFAULT = ("fr3e.adaptive_budget", "fr3e.adaptive_round", "fr3e.adaptive_width", "fr3e.step_delimiter")
+ABSENT_MEANS_DEFAULT = ("fr3e.adaptive_budget", "fr3e.adaptive_round", "fr3e.adaptive_width", "fr3e.step_delimiter",
+                        "probe_every", "probe_prompts", "probe_n")
 """Fields added after runs were recorded, whose default is the behaviour before them: a saved config without
 one of them matches a config that holds its default (so earlier runs can still be resumed and reused). One
 exception: a `newline`-scorer run saved without `fr3e.step_delimiter` split steps at "\\n\\n", which the tiny
@@ -261,6 +262,12 @@ class TrainConfig:
     eval_every: int = _help("Evaluate every N steps (0 = only at the end).", 0)
     checkpoint_every: int = _help("Checkpoint every N steps (the last step is always saved).", 25)
     sample_every: int = _help("Write a few annotated trajectories to samples.jsonl every N steps.", 10)
+    probe_every: int = _help(
+        "Measure the policy's entropy on a fixed probe set every N steps, and before the first and after the "
+        "last step (probe.jsonl); 0 = never. Our choice: the entropy claim compares both methods on the same "
+        "prompts and n, which the training metrics cannot (FR3E trains on continuations, GRPO++ on rollouts).", 0)
+    probe_prompts: int = _help("Prompts of the probe set: the first N training prompts of a fixed seed.", 16)
+    probe_n: int = _help("Responses sampled per probe prompt (T = rollout.temperature, top_p = rollout.top_p).", 4)
     distributed_timeout_s: int = _help(
         "Seconds a process waits in a collective (gather, reduce, barrier, FSDP forward) before the run fails. "
         "Our choice: 1800 (torch's default is 600, too short for a checkpoint of a 32B model); the CPU "
@@ -299,6 +306,9 @@ class TrainConfig:
         _check(self.steps >= 1, f"steps={self.steps}: train for at least 1 step.")
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1.")
         _check(self.eval_every >= 0 and self.sample_every >= 0, "eval_every and sample_every must be >= 0.")
+        _check(self.probe_every >= 0 and self.probe_prompts >= 1 and self.probe_n >= 1,
+               f"probe_every={self.probe_every}, probe_prompts={self.probe_prompts}, probe_n={self.probe_n}: use "
+               "probe_every >= 0 (0 = off), probe_prompts >= 1 and probe_n >= 1.")
         _check(self.distributed_timeout_s >= 1, f"distributed_timeout_s={self.distributed_timeout_s}: use >= 1 "
                "second (1800 on GPU nodes; a few seconds in CPU rehearsals).")
 

@@ -104,6 +104,10 @@ class RunDir:
         return self.path / "samples.jsonl"
 
     @property
+    def probe_file(self) -> Path:
+        return self.path / "probe.jsonl"
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
@@ -180,7 +184,7 @@ class RunDir:
 
     def truncate_logs(self, step: int) -> None:
         """Drop log rows written after checkpoint `step` (they will be produced again on resume)."""
-        for file in (self.metrics_file, self.eval_file, self.samples_file):
+        for file in (self.metrics_file, self.eval_file, self.samples_file, self.probe_file):
             rows = read_jsonl(file)
             kept = [r for r in rows if r.get("step", 0) <= step]
             if len(kept) != len(rows) or file.exists():

@@ -41,6 +41,7 @@ resumed run reproduces an uninterrupted one exactly.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import random
@@ -84,7 +85,7 @@ from fr3e.training.rollouts import PromptItem, PromptStream, PromptWork, Rollout
 from fr3e.training.runlog import RunDir
 from fr3e.training.steplog import StepLog
 from fr3e.training.tracking import RunTracker, log_with
-from fr3e.utils.io import append_jsonl
+from fr3e.utils.io import append_jsonl, read_jsonl, rewrite_jsonl
 from fr3e.utils.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class Trainer(Collectives, Resumable, StepLog):
         self._stop_signal = None  # name of a SIGTERM/SIGINT received (stop at the next step boundary)
         self._round = 0  # generation round within the step (refills); part of every sampling seed
         self._coin = None  # (step, RNG) of the coin reward (config.reward == "coin")
+        self._probe_set = None  # token ids of the probe prompts (config.probe_every), built on first use
         self.wall = 0.0
         self.delimiter_ids = step_delimiter_ids(config, self.tokenizer) if config.fr3e.scorer == "newline" else None
 
@@ -542,6 +544,38 @@ class Trainer(Collectives, Resumable, StepLog):
                             f"base trajectories, so FR3E did not branch from them; {fix}.")
 
 
+    # --------------------------------------------------------------------------------- probe
+    def probe(self) -> dict:
+        """Entropy of the current policy on a fixed probe set: the same `probe_prompts` prompts, `probe_n`
+        responses each, sampled with seeds that depend on (seed, probe, step) only, so FR3E and GRPO++ runs of one
+        seed are measured on one token population: full responses from the prompt. Sharded over processes;
+        every process returns the same row."""
+        cfg = self.config
+        if self._probe_set is None:
+            order = np.random.default_rng(derive_seed(cfg.seed, "probe-set")).permutation(len(self.train_set))
+            rows = [self.train_set[int(i)] for i in order[: cfg.probe_prompts]]
+            self._probe_set = [encode_prompt(self.tokenizer, r["prompt"]) for r in rows]
+        mine = self._probe_set[self.rank:: self.world]
+        t0 = time.perf_counter()
+        counters = copy.deepcopy(self.engine.counters)  # a measurement, not training: its tokens are not a cost
+        rc = cfg.rollout
+        comps = self.engine.generate(mine, n=cfg.probe_n, max_new_tokens=cfg.data.max_response_tokens,
+                                     temperature=rc.temperature, top_p=rc.top_p,
+                                     seed=derive_seed(cfg.seed, "probe", self.step_index, self.rank))
+        rows = [(p, list(c.token_ids)) for p, group in zip(mine, comps) for c in group]
+        outs = self._forward_rows([p + resp for p, resp in rows], want_entropy=True)  # collective-safe
+        ent_sum = sum(float(ent[len(p) - 1: len(p) - 1 + len(resp)].sum()) for (p, resp), (_, ent) in zip(rows, outs))
+        self.engine.counters = counters
+        tokens, ent_total, responses = (self._sum(x) for x in (sum(len(r) for _, r in rows), ent_sum, len(rows)))
+        return {"step": self.step_index, "entropy": ent_total / tokens if tokens else None, "tokens": int(tokens),
+                "responses": int(responses), "response_length": tokens / responses if responses else None,
+                "prompts": cfg.probe_prompts, "n": cfg.probe_n, "seconds": time.perf_counter() - t0}
+
+    def _write_probe(self, row: dict) -> None:
+        if self.accelerator.is_main_process:  # a row for this step replaces one left by an interrupted attempt
+            rows = [r for r in read_jsonl(self.run.probe_file) if r.get("step") != row["step"]]
+            rewrite_jsonl(self.run.probe_file, rows + [row])
+
     # ---------------------------------------------------------------------------------- eval
     def evaluate(self) -> list[dict]:
         """Evaluate the current policy on the configured benchmarks, sharded over the processes.
@@ -583,9 +617,13 @@ class Trainer(Collectives, Resumable, StepLog):
         main = self.accelerator.is_main_process
         bar = tqdm(total=cfg.steps, initial=self.step_index, desc=f"{cfg.name}", disable=not (self.progress and main),
                    dynamic_ncols=True)
+        if cfg.probe_every and self.step_index == 0:
+            self._write_probe(self.probe())  # the policy before any update: every later probe is read against it
         while self.step_index < cfg.steps:
             t0 = time.perf_counter()
             row = self.step()
+            if cfg.probe_every and (self.step_index % cfg.probe_every == 0 or self.step_index == cfg.steps):
+                self._write_probe(self.probe())  # every process: sharded
             evals = []
             if cfg.eval_every and self.step_index % cfg.eval_every == 0 and self.step_index < cfg.steps:
                 te = time.perf_counter()

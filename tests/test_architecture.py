@@ -115,3 +115,13 @@ def test_an_import_that_points_up_fails_naming_the_rule(tmp_path, module, line):
     assert proc.returncode != 0
     assert "Layers: cli > rehearsal" in proc.stdout and "BROKEN" in proc.stdout
     assert module.replace("/", ".").removesuffix(".py") in proc.stdout
+
+
+def test_the_method_stays_importable_from_the_top_and_import_fr3e_stays_cheap():
+    code = ("import sys, fr3e; cheap = 'torch' not in sys.modules; "
+            "from fr3e import anchors, entropy, modulation; import fr3e.method.values as v; "
+            "assert fr3e.values is v and entropy.token_entropy and anchors.select_anchors; "
+            "assert modulation.modulation_factors; print(cheap)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True"]

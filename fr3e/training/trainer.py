@@ -29,7 +29,8 @@ the world size to turn that average back into the global token mean.
 What is not the step lives beside it: the records passed between stages (`fr3e.training.rollouts`), loading
 the policy and its chunked log-prob pass (`fr3e.training.policy`), reductions over processes
 (`fr3e.training.collectives`), checkpoints, interruption and the final model (`fr3e.training.resume`), and
-the metrics row and samples of each step (`fr3e.training.steplog`); `Trainer` mixes the last three in.
+the metrics row and samples of each step (`fr3e.training.steplog`), and the entropy probe
+(`fr3e.training.probe`); `Trainer` mixes the last four in.
 
 Deviations from the authors' code are listed in the modules that implement each piece; here: several
 optimizer steps per rollout batch (`optim.updates_per_batch`, so Clip-Higher can act; 1 in the tiny recipes,
@@ -41,7 +42,6 @@ resumed run reproduces an uninterrupted one exactly.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import random
@@ -80,12 +80,13 @@ from fr3e.training.policy import (
     step_delimiter_ids,
     token_logprobs,
 )
+from fr3e.training.probe import Probe
 from fr3e.training.resume import Resumable
 from fr3e.training.rollouts import PromptItem, PromptStream, PromptWork, Rollout
 from fr3e.training.runlog import RunDir
 from fr3e.training.steplog import StepLog
 from fr3e.training.tracking import RunTracker, log_with
-from fr3e.utils.io import append_jsonl, read_jsonl, rewrite_jsonl
+from fr3e.utils.io import append_jsonl
 from fr3e.utils.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ TIMING_KEYS = ("time_generate", "time_score", "time_forward", "time_backward", "
 
 
 # ------------------------------------------------------------------------------------------ trainer
-class Trainer(Collectives, Resumable, StepLog):
+class Trainer(Collectives, Resumable, StepLog, Probe):
     """Builds everything once, then `run()` calls `step()` until `config.steps`."""
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True,
@@ -543,38 +544,6 @@ class Trainer(Collectives, Resumable, StepLog):
         raise TrainingError(f"step {self.step_index}: the {cfg.scorer!r} scorer found no anchor on {share:.0%} of the "
                             f"base trajectories, so FR3E did not branch from them; {fix}.")
 
-
-    # --------------------------------------------------------------------------------- probe
-    def probe(self) -> dict:
-        """Entropy of the current policy on a fixed probe set: the same `probe_prompts` prompts, `probe_n`
-        responses each, sampled with seeds that depend on (seed, probe, step) only, so FR3E and GRPO++ runs of one
-        seed are measured on one token population: full responses from the prompt. Sharded over processes;
-        every process returns the same row."""
-        cfg = self.config
-        if self._probe_set is None:
-            order = np.random.default_rng(derive_seed(cfg.seed, "probe-set")).permutation(len(self.train_set))
-            rows = [self.train_set[int(i)] for i in order[: cfg.probe_prompts]]
-            self._probe_set = [encode_prompt(self.tokenizer, r["prompt"]) for r in rows]
-        mine = self._probe_set[self.rank:: self.world]
-        t0 = time.perf_counter()
-        counters = copy.deepcopy(self.engine.counters)  # a measurement, not training: its tokens are not a cost
-        rc = cfg.rollout
-        comps = self.engine.generate(mine, n=cfg.probe_n, max_new_tokens=cfg.data.max_response_tokens,
-                                     temperature=rc.temperature, top_p=rc.top_p,
-                                     seed=derive_seed(cfg.seed, "probe", self.step_index, self.rank))
-        rows = [(p, list(c.token_ids)) for p, group in zip(mine, comps) for c in group]
-        outs = self._forward_rows([p + resp for p, resp in rows], want_entropy=True)  # collective-safe
-        ent_sum = sum(float(ent[len(p) - 1: len(p) - 1 + len(resp)].sum()) for (p, resp), (_, ent) in zip(rows, outs))
-        self.engine.counters = counters
-        tokens, ent_total, responses = (self._sum(x) for x in (sum(len(r) for _, r in rows), ent_sum, len(rows)))
-        return {"step": self.step_index, "entropy": ent_total / tokens if tokens else None, "tokens": int(tokens),
-                "responses": int(responses), "response_length": tokens / responses if responses else None,
-                "prompts": cfg.probe_prompts, "n": cfg.probe_n, "seconds": time.perf_counter() - t0}
-
-    def _write_probe(self, row: dict) -> None:
-        if self.accelerator.is_main_process:  # a row for this step replaces one left by an interrupted attempt
-            rows = [r for r in read_jsonl(self.run.probe_file) if r.get("step") != row["step"]]
-            rewrite_jsonl(self.run.probe_file, rows + [row])
 
     # ---------------------------------------------------------------------------------- eval
     def evaluate(self) -> list[dict]:

@@ -243,14 +243,23 @@ def _install_shipped(shipped: Path, final: Path) -> None:
         raise RuntimeError(f"the shipped warm start {shipped} is damaged ({', '.join(bad)} differ from its "
                            "manifest.json). Restore it (git checkout -- fr3e/tasks/warm_starts) or train it with "
                            "FR3E_REBUILD_WARM_STARTS=1.")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
+    def copy(tmp: Path) -> None:
         for p in shipped.iterdir():
             if p.is_file() and p.name != MANIFEST:
                 shutil.copy2(p, tmp / p.name)
+
+    _publish(final, copy)
+
+
+def _publish(final: Path, fill) -> None:
+    """`fill(tmp)` a temporary directory beside `final`, then rename it into place, so a reader never sees a
+    half-written warm start; when another process published the same one first, keep theirs."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        fill(tmp)
         try:
             os.rename(tmp, final)
-        except OSError:  # another process installed it first: keep theirs
+        except OSError:  # another process finished the same warm start first: keep theirs
             if not (final / "warm_start.json").exists():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
@@ -316,20 +325,12 @@ def warm_start(
         model, tokenizer, info = train_sft(config, seed=seed, progress=progress)
     finally:
         torch.set_num_threads(threads_before)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-{key}-", dir=cache_dir))
-    try:
+    def save(tmp: Path) -> None:
         save_tiny(model, tokenizer, tmp)
         record = {"name": name, "hash": key, "seed": seed, "task": TASK_VERSION,
                   "config": dataclasses.asdict(config), **info}
         (tmp / "warm_start.json").write_text(json.dumps(record, indent=1))
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished the same warm start first: keep theirs
-            if not (final / "warm_start.json").exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    _publish(final, save)
     logger.info("warm start %s: %.0f s, final loss %.3f -> %s", name, info["train_seconds"], info["final_loss"], final)
     return final

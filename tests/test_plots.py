@@ -114,3 +114,21 @@ def test_table1_figure_shows_the_control_rows():
     labels = [t.get_text() for t in fig.legends[0].get_texts()] if fig.legends else \
         [t.get_text() for ax in fig.axes for t in (ax.get_legend().get_texts() if ax.get_legend() else [])]
     assert "GRPO++ (matched rollouts)" in labels and "GRPO++ (coin reward)" in labels
+
+
+def test_ablation_forest_plots_setting_minus_recipe_with_intervals():
+    import numpy as np
+    import pandas as pd
+
+    table = pd.DataFrame({"factor": ["K", "K", "scorer"], "value": [1, 2, "random"], "recipe": [False, True, False],
+                          "delta_steps": [1.0, np.nan, -0.5], "ci_low_steps": [0.2, np.nan, -1.0],
+                          "ci_high_steps": [1.8, np.nan, 0.0], "delta_tokens": [2.0, np.nan, 0.0],
+                          "ci_low_tokens": [np.nan, np.nan, -1.0], "ci_high_tokens": [np.nan, np.nan, 1.0]})
+    fig = plots.plot_ablation_forest(table)
+    left, right = fig.axes[:2]
+    assert [t.get_text() for t in left.get_yticklabels()] == ["K=1", "scorer=random"]  # the recipe row is left out
+    # recipe − setting is flipped: K=1 at −1.0 with its interval [−1.8, −0.2]
+    points = left.lines[0].get_xdata() if left.lines else None
+    assert points is not None and sorted(np.round(points, 3)) == [-1.0, 0.5]
+    hollow = [ln for ln in right.lines if ln.get_markerfacecolor() == "none"]
+    assert hollow and list(hollow[0].get_xdata()) == [-2.0]  # no interval at equal tokens: a hollow point

@@ -105,6 +105,18 @@ def write_artefact(out_dir: str | Path, data: pd.DataFrame, summary: dict, figur
     return out_dir
 
 
+def add_figure(out_dir: str | Path, name: str, figure, source: str, dpi: int = 100) -> Path:
+    """Add `<name>.png` to a written artefact, drawn later from its committed files only (`source` says from
+    which and by what), and record it in its provenance.json with the commit that drew it."""
+    out_dir = Path(out_dir)
+    path = out_dir / f"{name}.png"
+    atomic_write_bytes(path, figure_png(figure, dpi))
+    record = json.loads((out_dir / "provenance.json").read_text())
+    record.setdefault("figures_added", {})[path.name] = {"git_sha": git_sha(), "source": source}
+    atomic_write_json(out_dir / "provenance.json", _jsonable(record))
+    return path
+
+
 # ====================================================================================== results README
 ARTEFACT_TITLES = {
     "walkthrough": "Method walkthrough (Fig. 1 made concrete)",

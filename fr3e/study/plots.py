@@ -442,3 +442,31 @@ def plot_ablation(table: pd.DataFrame):
     fig.suptitle("red: the recipe's value; " + (f"error bars ± std over {n} seeds" if n > 1 else "1 seed"),
                  fontsize="small", y=0.995)
     return _finish(fig)
+
+
+def plot_ablation_forest(table: pd.DataFrame):
+    """Forest plot of the ablations: (setting − recipe) final avg@n in points with its 95% paired interval, one row
+    per setting, at equal steps (left) and at equal generated tokens (right); 0 is the recipe. Bars from 0 would
+    hide one-point differences; intervals show them with their uncertainty. A setting with no interval (one
+    seed, or a read the rules call not testable) is drawn as a hollow point. table: `ablation_table` rows (the
+    recipe's own rows, which have no delta, are left out); their `delta_*` are recipe − setting, flipped here."""
+    rows = table[~table["recipe"].astype(bool)].reset_index(drop=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 0.45 * max(len(rows), 3) + 1.2), sharey=True, squeeze=False)
+    y = np.arange(len(rows))[::-1]
+    labels = [f"{r.factor}={r.value}" for r in rows.itertuples()]
+    for ax, key, title in ((axes[0][0], "steps", "at equal steps (final evaluation)"),
+                           (axes[0][1], "tokens", "at equal generated tokens")):
+        est = -rows[f"delta_{key}"].to_numpy(dtype=float)
+        lo, hi = -rows[f"ci_high_{key}"].to_numpy(dtype=float), -rows[f"ci_low_{key}"].to_numpy(dtype=float)
+        have = np.isfinite(lo) & np.isfinite(hi)
+        ax.errorbar(est[have], y[have], xerr=[est[have] - lo[have], hi[have] - est[have]], fmt="o",
+                    color=COLORS["fr3e"], capsize=3, lw=1.0)
+        ax.plot(est[~have], y[~have], "o", mfc="none", color="#555555")
+        ax.axvline(0.0, color="#333333", lw=0.8)
+        ax.set_title(title, fontsize="small")
+        ax.set_xlabel("setting − recipe, avg@n (points)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(y)
+    axes[0][0].set_yticklabels(labels)
+    fig.suptitle("ablations: 95% paired t-intervals over seeds; hollow: no interval", fontsize="small", y=0.995)
+    return _finish(fig)

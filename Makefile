@@ -44,9 +44,10 @@ test: $(STAMP)  ## ruff + the layer rule + tests on 2 workers + nbval (what CI r
 	$(VENV)/bin/ruff check fr3e reproduce tests
 	$(VENV)/bin/lint-imports --no-cache
 	@mkdir -p runs/test-report
-	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup --junitxml=runs/test-report/tests.xml tests
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup -m "not timing" --junitxml=runs/test-report/tests.xml tests
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m timing --junitxml=runs/test-report/timing.xml tests
 	$(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --junitxml=runs/test-report/notebooks.xml notebooks/
-	@$(PY) tests/slowest.py runs/test-report/tests.xml runs/test-report/notebooks.xml
+	@$(PY) tests/slowest.py runs/test-report/tests.xml runs/test-report/timing.xml runs/test-report/notebooks.xml
 
 reproduce: $(STAMP)  ## run every notebook in order with papermill (tiny profile on CPU), write results/
 	$(PY) -m fr3e.cli.reproduce --profile $(PROFILE) all

@@ -7,6 +7,8 @@ import pytest
 
 from fr3e.method.rewards import _costly, batch_rewards, extract_boxed, join_thousands, reward, verify
 
+pytestmark = pytest.mark.timing  # wall-time bounds: `make test` runs this file alone, after the parallel tests
+
 FAST = 2.0  # seconds: every pathological case must finish well within this
 
 

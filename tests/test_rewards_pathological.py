@@ -12,6 +12,8 @@ import pytest
 from fr3e.method import rewards
 from fr3e.method.rewards import MATH_VERIFY_TIMEOUT, call_with_deadline, reward, verify
 
+pytestmark = pytest.mark.timing  # wall-time bounds: `make test` runs this file alone, after the parallel tests
+
 _MAKER = Path(__file__).parent / "fixtures" / "pathological" / "make_corpus.py"
 _spec = importlib.util.spec_from_file_location("make_corpus", _MAKER)
 make_corpus = importlib.util.module_from_spec(_spec)

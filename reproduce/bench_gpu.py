@@ -1,4 +1,4 @@
-"""Rollout throughput on a GPU: our HF engine vs `model.generate` vs vLLM (`make bench-gpu`; issue 14).
+"""Rollout throughput on a GPU: our HF engine vs `model.generate` vs vLLM (`make bench-gpu`).
 
     python reproduce/bench_gpu.py [--shapes 0.5b,7b] [--out runs/bench_gpu.json] [--profile FILE]
     python reproduce/bench_gpu.py --tiny          # a tiny random model on the CPU, in seconds (CI)

@@ -9,7 +9,7 @@
 2. A Table 1 recipe (Qwen2.5-7B FR3E) in one process on the GPU in bf16 with the rehearsal's fixture model
    loaded by hub id (chat template, two EOS ids) and the HF engine: trains a few steps, checkpoints,
    evaluates the six benchmarks, writes DONE.
-3. One FR3E trainer step at the 0.5B shape (issue 14 §3): the layout above (random weights, bf16) with the
+3. One FR3E trainer step at the 0.5B shape: the layout above (random weights, bf16) with the
    rehearsal's fixture tokenizer and chat template, the Table 1 FR3E recipe (K = 4 states, M = 16
    continuations) at `--prompts` prompts per step and `--response-tokens` response tokens (a random model
    practically never emits EOS, so every response has that length), a coin reward (random rewards, so every

@@ -1,4 +1,4 @@
-"""Throughput and step-time benchmark of the tiny profile (`make bench`; project issue 5, section 5).
+"""Throughput and step-time benchmark of the tiny profile (`make bench`).
 
 Three measurements, each a function returning a plain dict (reproduce/bench.py prints them as one table and
 writes them as JSON):

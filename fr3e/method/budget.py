@@ -1,4 +1,4 @@
-"""Adaptive exploration budget: how many continuations each state gets (issue 12 §3; not in the paper).
+"""Adaptive exploration budget: how many continuations each state gets (our extension; not in the paper).
 
 The paper (§3, "entropy-eliciting explore") and the authors' code give every state S_j the same M
 continuations. A state whose first continuations all agree carries little information for V(S_j) and none

@@ -10,7 +10,7 @@ What runs, in order, each step a subprocess with a hard timeout and a progress l
    `<|im_start|>`, `<|im_end|>` and a Qwen2.5-style chat template; a short SFT warm start on chat-formatted
    fixture problems (target "The answer is \\boxed{a}.<|im_end|>") stops once sampled accuracy at T = 1 on
    the training prompts is inside `[accuracy_low, accuracy_high]`, so that rollout groups are mixed.
-   EOS layout of the Qwen2.5 *base* models (issue 10, defect 10): `config.json`, `generation_config.json` and
+   EOS layout of the Qwen2.5 *base* models: `config.json`, `generation_config.json` and
    the tokenizer name `<|endoftext|>` only, while a chat turn ends with `<|im_end|>`.
 2. **Hub id** (`install_hub_cache`, `verify_hub_loading`): the model is placed in a Hugging Face hub cache
    (`<dir>/hf/hub/models--<org>--<name>/{refs/main, snapshots/<commit>/}`) and every later step runs with

@@ -65,7 +65,7 @@ def check_run(run_dir: Path, method: str, kind: str, checks: dict, resumed: bool
         problems.append(
             f"the final evaluation scores 0 on every benchmark, but the fixture model answers "
             f"{benchmark_accuracy:.0%} of these problems when prompted through the chat template and "
-            "stopped at <|im_end|>: evaluation prompts or stop tokens differ from training's (issue 10, defects 6, 10)")
+            "stopped at <|im_end|>: evaluation prompts or stop tokens differ from training's")
     change = weight_change(fixture_snapshot, model_dir) if fixture_snapshot else None
     checks["max_weight_change"] = change
     if change == 0.0:

@@ -272,7 +272,7 @@ def build_fixture_model(config: FixtureModelConfig = FixtureModelConfig(), cache
         "benchmark_accuracy": bench_accuracy,
         "seconds": round(time.perf_counter() - start, 1),
         "eos": {"tokenizer": ENDOFTEXT, "generation_config": [ENDOFTEXT], "end_of_turn": IM_END,
-                "note": "Qwen2.5 base layout: generation_config names <|endoftext|> only (issue 10, defect 10)"}})
+                "note": "Qwen2.5 base layout: generation_config names <|endoftext|> only"}})
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final

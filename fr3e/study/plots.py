@@ -12,9 +12,9 @@ seed), optional trailing moving average over `smooth` steps (applied per seed, b
 | `plot_composition`     | Figs. 7-8      | share of All-Right / All-Wrong / mixed groups |
 | `plot_table1`          | Table 1        | avg@n accuracy, %                             |
 | `plot_walkthrough`     | Figs. 1-2      | tokens by entropy, anchors, V(S_j), α         |
-| `plot_compute_curves`  | issue 12 §1    | accuracy vs steps / tokens / wall time        |
-| `plot_phases`          | issue 12 §1    | seconds per step by phase, stacked            |
-| `plot_ablation`        | issue 12 §2    | accuracy, tokens per step vs a factor's value |
+| `plot_compute_curves`  | compute study  | accuracy vs steps / tokens / wall time        |
+| `plot_phases`          | compute study  | seconds per step by phase, stacked            |
+| `plot_ablation`        | ablations      | accuracy, tokens per step vs a factor's value |
 
 Figures are created with pyplot and closed before being returned, so a notebook shows each once (as the
 cell's value) and a script never accumulates open figures. No backend is forced here: tests select Agg.

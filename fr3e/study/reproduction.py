@@ -46,7 +46,7 @@ NOTEBOOKS = {
 }
 """Artefact -> notebook, in execution order (table1 trains the runs the later notebooks read)."""
 STUDIES = ("compute", "ablations")
-"""Artefacts that `all` leaves out (issue 12 §4): each is its own target with its own hour on 2 cores
+"""Artefacts that `all` leaves out: each is its own target with its own hour on 2 cores
 (`make reproduce-compute`, `make reproduce-ablations`), training runs of its own."""
 KERNEL = "python3"
 
@@ -85,18 +85,18 @@ relative to notebooks/, where the kernel runs. The smoke runs train on 4 prompts
 round (the recipes: 16 and 2), so that every notebook checks the whole path in seconds, not minutes."""
 
 TINY_SEEDS = [0, 1, 2, 3, 4]
-"""Training seeds per arm of the full tiny reproduction (issue 11 §2: at least 5 seeds per arm for Table 1; the
+"""Training seeds per arm of the full tiny reproduction (at least 5 seeds per arm for Table 1; the
 coin-reward control trains the first 3, `fr3e.study.runs.CONTROLS`)."""
 STUDY_PARAMETERS = {"study_seeds": [0, 1, 2], "study_steps": 50, "study_overrides": [], "eval_every": 10,
                     "curve_problems": 32, "final_problems": 512, "ablation_models": ["general"],
                     "ablation_steps": 35, "ablation_eval_every": 10, "ablation_values": None}
-"""The full tiny values of the compute and ablation studies, sized to issue 12 §4 (each under 60 minutes on 2
+"""The full tiny values of the compute and ablation studies, sized to fit an hour each (under 60 minutes on 2
 cores) with the unit costs measured in the Table 1 runs (`fr3e.study.costs.Costs`; the estimate is in each
 notebook): 3 seeds; compute at 50 steps on both base models (the recipe's 100 would need ~85 minutes), ablations
 at 35 steps on `general` (50 would need ~75); a curve point every 10 steps on 32 problems per split; every final
 model evaluated on 512 problems per split, like Table 1."""
 TINY_EVAL_PROBLEMS = 512
-"""Problems per evaluation split of the full tiny reproduction (issue 11 §2: at least 512; 128 problems × n=16
+"""Problems per evaluation split of the full tiny reproduction (at least 512; 128 problems × n=16
 gave about ±6 points per split). Training steps, learning rate and the rest come from the recipes
 (reproduce/configs/tiny-*.yaml), never from here."""
 

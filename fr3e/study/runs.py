@@ -55,9 +55,9 @@ class Control:
 
 
 CONTROLS = {
-    # issue 11 §4: what RL without signal does here; same recipe, 3 seeds, the general base model only.
+    # control: what RL without signal does here; same recipe, 3 seeds, the general base model only.
     "coin": Control("grpo_pp_coin", "grpo_pp", "GRPO++ (coin reward)", ("reward=coin",), max_seeds=3, max_models=1),
-    # issue 11 §4: GRPO++ sampling as many tokens per prompt as FR3E (the paper's baseline samples far fewer).
+    # control: GRPO++ sampling as many tokens per prompt as FR3E (the paper's baseline samples far fewer).
     "matched": Control("grpo_pp_matched", "grpo_pp", "GRPO++ (matched rollouts)", matched_to="fr3e"),
 }
 """The control arms a study may add (`ensure_runs(controls=...)`), by short name."""

@@ -1,4 +1,4 @@
-"""What FR3E buys per unit of compute, and which of its parts matter (issue 12 §1, §2): the study logic behind
+"""What FR3E buys per unit of compute, and which of its parts matter (not in the paper): the study logic behind
 `notebooks/07_compute.ipynb` and `notebooks/08_ablations.ipynb`.
 
 Not paper maths: the paper holds steps equal, never compute, and gives no K, M, scorer or modulation
@@ -7,9 +7,9 @@ and `compute_runs` / `ablation_runs`, which ask `fr3e.study.launch.ensure_runs` 
 when finished).
 
 - **Arms.** The compute study trains GRPO++, GRPO++ with matched rollouts (`fr3e.study.runs.CONTROLS["matched"]`),
-  FR3E and FR3E with the adaptive exploration budget (`ADAPTIVE`, the override `fr3e.adaptive_budget=true`,
-  issue 12 §3). The ablations change one factor of the FR3E recipe at a time (`FACTORS`); the recipe's own
-  value is the plain FR3E arm, so its runs are shared with the compute study when steps and evaluation agree.
+  FR3E and FR3E with the adaptive exploration budget (`ADAPTIVE`, the override `fr3e.adaptive_budget=true`).
+  The ablations change one factor of the FR3E recipe at a time (`FACTORS`); the recipe's own value is the plain
+  FR3E arm, so its runs are shared with the compute study when steps and evaluation agree.
 - **Curves and equal x** (`fr3e.study.curves`): every evaluation on four x axes (steps, generated tokens,
   generated + prefill tokens, training wall time); paired differences at one common x that every curve
   reaches, and at the final evaluation on more problems (`fr3e.study.loaders.final_eval`).
@@ -39,8 +39,8 @@ from fr3e.study.stats import fmt_mean_std, fmt_signed, mean_std, paired_t_interv
 # ================================================================================================ arms
 ADAPTIVE_OVERRIDE = "fr3e.adaptive_budget=true"
 ADAPTIVE = Control("fr3e_adaptive", "fr3e", "FR3E (adaptive budget)", (ADAPTIVE_OVERRIDE,))
-"""FR3E with the adaptive exploration budget (issue 12 §3): continuations per state in rounds, a settled state
-stops early and its budget moves to unsettled ones."""
+"""FR3E with the adaptive exploration budget (our extension, not in the paper): continuations per state in rounds,
+a settled state stops early and its budget moves to unsettled ones."""
 COMPUTE_ARMS = ("grpo_pp", "grpo_pp_matched", "fr3e", "fr3e_adaptive")
 """The compute study's arms in display order (baseline first)."""
 COMPARISONS = (("fr3e", "grpo_pp"), ("fr3e", "grpo_pp_matched"), ("fr3e_adaptive", "grpo_pp"),
@@ -94,7 +94,7 @@ FACTORS = (
     Factor("modulation", "fr3e.modulation", ("paper", "official", "none"),
            "Does α matter, or is the extra exploration doing the work?"),
 )
-"""issue 12 §2: one factor at a time around the tiny FR3E recipe."""
+"""The ablations: one factor at a time around the tiny FR3E recipe."""
 
 
 def recipe_defaults(recipe: str | Path, factors: Sequence[Factor] = FACTORS) -> dict[str, object]:

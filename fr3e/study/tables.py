@@ -43,7 +43,7 @@ SYSTEMS = tuple(METHOD_LABELS[a] for a in ARMS)
 BASELINES = ("grpo_pp", "grpo_pp_matched")
 """The GRPO++ rows FR3E is compared with (each gets its own delta and verdict)."""
 HALF_WIDTH_TARGET = 2.0
-"""Target half-width of the 95% interval of the FR3E − GRPO++ avg delta, in points (issue 11 §2)."""
+"""Target half-width of the 95% interval of the FR3E − GRPO++ avg delta, in points."""
 BENCHMARKS = ("easy", "medium", "hard")
 """Tiny-profile evaluation splits, easiest first."""
 STANDS_IN_FOR = {"easy": "GSM8K", "medium": "MATH500", "hard": "AIME24",

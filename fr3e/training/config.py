@@ -99,7 +99,7 @@ class FR3EConfig:
     adaptive_budget: bool = _help(
         "Sample continuations per state in rounds, stop a state early once its outcome is settled and give the "
         "saved budget to unsettled states of the same step, never more than states × M in all (fr3e.method.budget; "
-        "issue 12 §3, not in the paper). Our choice: False, every state gets exactly M (paper).", False)
+        "our extension, not in the paper). Our choice: False, every state gets exactly M (paper).", False)
     adaptive_round: int = _help(
         "Adaptive budget: continuations per state per round; a state whose first adaptive_round rewards are "
         "all equal is settled. Our choice: 4 (all-equal at 4 leaves a Wilson 95% interval of width 0.49).", 4)

@@ -45,7 +45,7 @@ class StepLog:
         tok = stats.get("tokens", 0.0)
         gen_tokens = self.engine.counters.generated_tokens - engine_before[0]
         prefill = self.engine.counters.prompt_tokens - engine_before[1]
-        # Prefill computed vs served from a prefix cache (issue 12 §1): the engine counters are cumulative and the
+        # Prefill computed vs served from a prefix cache (the compute study): the engine counters are cumulative and the
         # evaluation between steps uses the same engine, so the step's share is the change since the previous
         # row, known only when no evaluation ran in between (its prompt tokens would show): else left unknown.
         c = self.engine.counters

@@ -9,7 +9,7 @@ One step, top to bottom (`Trainer.step`):
       ─dynamic sampling (drop zero-signal groups; refill up to a cap)→ batch
       ─policy_loss on continuation tokens (global token mean) → backward → optimizer step(s) → sync engine
 
-With `fr3e.adaptive_budget` on (issue 12 §3, off by default), the M per state become rounds: a state whose first
+With `fr3e.adaptive_budget` on (our extension, off by default), the M per state become rounds: a state whose first
 continuations agree stops early and its share of the states × M budget goes to unsettled states (`fr3e.method.budget`).
 
 GRPO++ is the same loop with the branching switched off: every prompt has the single state S_0,
@@ -324,7 +324,7 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
         return rolls
 
     def _explore_adaptive(self, states: list[State], answers: dict, max_new: int, timer: dict) -> dict:
-        """Continuations in rounds under the adaptive budget (issue 12 §3, `fr3e.method.budget.next_round`).
+        """Continuations in rounds under the adaptive budget (`fr3e.method.budget.next_round`).
 
         The pool is this call's states × M; each round asks the rule how many more each state gets, samples
         them (one engine call per distinct count, seeded by (step, process, generation round, adaptive round,

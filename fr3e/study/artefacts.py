@@ -155,12 +155,13 @@ def results_readme(results_dir: str | Path) -> str:
         lines += [f"Profile `{record.get('profile')}` ({record.get('profile_reason')}), git `{record.get('git_sha')}`, "
                   f"total wall time {total:.0f} s." if total else "", ""]
     lines += [f"Statistics: {STATISTICS}", ""]
-    lines += _primary_readme(results_dir)
-    for artefact, title in ARTEFACT_TITLES.items():
-        path = results_dir / artefact / "summary.json"
-        if not path.exists():
-            continue
-        summary = json.loads(path.read_text())
+    summaries = {name: json.loads(path.read_text()) for name in ARTEFACT_TITLES
+                 if (path := results_dir / name / "summary.json").exists()}
+    claims = {name: [{**rederive_verdict(c), "role": claim_role(c["claim"])} for c in s.get("claims") or []]
+              for name, s in summaries.items()}
+    lines += _primary_readme(summaries, claims)
+    for artefact, summary in summaries.items():
+        title = ARTEFACT_TITLES[artefact]
         lines += [f"## {title}", "", f"Folder `{artefact}/`: `figure.png`, `data.csv`, `summary.json`, "
                   "`provenance.json` and the executed notebook.", ""]
         if artefact == "table1" and summary.get("table"):
@@ -173,9 +174,8 @@ def results_readme(results_dir: str | Path) -> str:
             lines += [note, ""]
         if summary.get("claims_recomputed"):
             lines += [f"Claims {summary['claims_recomputed']}.", ""]
-        claims = [{**rederive_verdict(c), "role": claim_role(c["claim"])} for c in summary.get("claims") or []]
-        if claims:
-            lines += [_md_table(claims, ["claim", "model", "paper", "ours", "verdict", "role"])]
+        if claims[artefact]:
+            lines += [_md_table(claims[artefact], ["claim", "model", "paper", "ours", "verdict", "role"])]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -195,23 +195,13 @@ def rederive_verdict(row: dict) -> dict:
     return {**row, "verdict": fmt_verdict(est, lo, hi, int(direction), digits)}
 
 
-def _all_claims(results_dir: Path) -> list[dict]:
-    rows = []
-    for artefact in ARTEFACT_TITLES:
-        path = results_dir / artefact / "summary.json"
-        if path.exists():
-            rows += [{**rederive_verdict(c), "artefact": artefact}
-                     for c in json.loads(path.read_text()).get("claims") or []]
-        for table in (json.loads(path.read_text()).get("readme_tables") or []) if path.exists() else []:
-            rows += [{"claim": "", "artefact": artefact, "verdict": r.get("verdict", "")} for r in table["rows"]
-                     if isinstance(r, dict) and r.get("verdict")]
-    return rows
-
-
-def _primary_readme(results_dir: Path) -> list[str]:
-    """The primary claims (named in advance, Holm-corrected together) and how many verdicts are exploratory."""
-    rows = _all_claims(results_dir)
-    primary = holm_family([r for r in rows if r.get("claim")])
+def _primary_readme(summaries: dict[str, dict], claims: dict[str, list[dict]]) -> list[str]:
+    """The primary claims (named in advance, Holm-corrected together) and how many verdicts are exploratory:
+    every claims row, plus every verdict in the studies' README tables."""
+    rows = [{**c, "artefact": name} for name, cs in claims.items() for c in cs]
+    primary = holm_family(rows)
+    rows += [r for s in summaries.values() for table in s.get("readme_tables") or [] for r in table["rows"]
+             if isinstance(r, dict) and r.get("verdict")]
     if not rows:
         return []
     table = [{"artefact": r["artefact"], "claim": r["claim"], "model": r["model"],

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from fr3e.study.stats import mean_std, paired_t_interval
+from fr3e.study.stats import NOT_TESTABLE, mean_std, paired_t_interval
 
 X_AXES = {"step": "training steps", "gen_tokens": "generated tokens",
           "gen_prefill_tokens": "generated + prefill tokens", "train_seconds": "training wall time (s)"}
@@ -154,7 +154,7 @@ def paired_at_equal_x(curves: pd.DataFrame, x: str, arm: str, baseline: str,
             if early:
                 who = ", ".join(f"{a} at step {s:.3g}" for a, s in early.items())
                 row.update(ci_low=np.nan, ci_high=np.nan, testable=False,
-                           interval=(f"not testable here: at this x the runs of {who}, inside the {warmup_steps}-step "
+                           interval=(f"{NOT_TESTABLE}: at this x the runs of {who}, inside the {warmup_steps}-step "
                                      "learning-rate warm-up; compare at a budget both arms reach after it"))
         rows.append(row)
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)

@@ -34,7 +34,7 @@ import pandas as pd
 from fr3e.study.costs import PHASES, Costs, fr3e_relative_cost
 from fr3e.study.curves import COMPARISON_COLUMNS, X_AXES, accuracy, paired_at_equal_x, paired_final
 from fr3e.study.runs import ARM_LABELS, CONTROLS, Control
-from fr3e.study.stats import fmt_mean_std, fmt_signed, mean_std, paired_t_interval
+from fr3e.study.stats import NOT_TESTABLE, fmt_mean_std, fmt_signed, mean_std, paired_t_interval
 
 # ================================================================================================ arms
 ADAPTIVE_OVERRIDE = "fr3e.adaptive_budget=true"
@@ -224,7 +224,7 @@ def verdict_rows(comparisons: pd.DataFrame, claim: str, paper: str, names: dict[
         testable = getattr(r, "testable", True)
         rows.append(interval_claim(text, r.model, paper, ours, r.delta, r.ci_low, r.ci_high, direction,
                                    r.interval, digits,
-                                   not_testable="" if testable is not False else r.interval.split(": ", 1)[1]))
+                                   not_testable="" if testable is not False else r.interval.removeprefix(f"{NOT_TESTABLE}: ")))
     return rows
 
 

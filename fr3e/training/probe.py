@@ -23,7 +23,7 @@ from fr3e.utils.seeds import derive_seed
 class Probe:
     """Needs the trainer's config, engine, tokenizer, training set, run directory and `Collectives`."""
 
-    _probe_set: list[list[int]] | None = None
+    _probe_set: list[list[int]] | None = None  # token ids of the probe prompts, built on first use
 
     def probe(self) -> dict:
         """Entropy of the current policy on a fixed probe set: the same `probe_prompts` prompts, `probe_n`

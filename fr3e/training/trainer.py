@@ -136,7 +136,6 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
         self._stop_signal = None  # name of a SIGTERM/SIGINT received (stop at the next step boundary)
         self._round = 0  # generation round within the step (refills); part of every sampling seed
         self._coin = None  # (step, RNG) of the coin reward (config.reward == "coin")
-        self._probe_set = None  # token ids of the probe prompts (config.probe_every), built on first use
         self.wall = 0.0
         self.delimiter_ids = step_delimiter_ids(config, self.tokenizer) if config.fr3e.scorer == "newline" else None
 

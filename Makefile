@@ -40,13 +40,20 @@ unit: $(STAMP)  ## unit tests only (maths, config, tiny world), no smoke runs
 nbval: $(STAMP)  ## run every notebook with its smoke defaults under nbval
 	$(VENV)/bin/pytest -q --nbval-lax -p no:cacheprovider notebooks/
 
-test: $(STAMP)  ## ruff + the layer rule + tests on 2 workers + nbval (what CI runs); ends with the 10 slowest
+# The notebooks (nbval, one kernel at a time, 1 thread) run beside the tests on 2 workers: the workers leave about
+# a third of the two cores idle. Tests with wall-time bounds (marker `timing`) run alone afterwards.
+test: $(STAMP)  ## ruff + the layer rule + tests on 2 workers beside nbval (what CI runs); ends with the 10 slowest
 	$(VENV)/bin/ruff check fr3e reproduce tests
 	$(VENV)/bin/lint-imports --no-cache
 	@mkdir -p runs/test-report
-	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup -m "not timing" --junitxml=runs/test-report/tests.xml tests
+	@OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --junitxml=runs/test-report/notebooks.xml \
+	    notebooks/ > runs/test-report/notebooks.log 2>&1 & nb=$$!; \
+	echo ">> notebooks under nbval in the background (log: runs/test-report/notebooks.log)"; \
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup -m "not timing" \
+	    --junitxml=runs/test-report/tests.xml tests; tests=$$?; \
+	wait $$nb; notebooks=$$?; echo ">> notebooks (nbval):"; tail -n 25 runs/test-report/notebooks.log; \
+	test $$tests -eq 0 && test $$notebooks -eq 0
 	$(VENV)/bin/pytest -q -p no:cacheprovider -m timing --junitxml=runs/test-report/timing.xml tests
-	$(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --junitxml=runs/test-report/notebooks.xml notebooks/
 	@$(PY) tests/slowest.py runs/test-report/tests.xml runs/test-report/timing.xml runs/test-report/notebooks.xml
 
 reproduce: $(STAMP)  ## run every notebook in order with papermill (tiny profile on CPU), write results/

@@ -1,9 +1,9 @@
 """Every command line turns a user error into one line on stderr, exit status 2, no traceback (fr3e.cli.common).
 
-Each case runs the real entry point in a subprocess (`python -m fr3e.<cli>` or `reproduce/bench.py`) and checks
-the status and the message: what is wrong and what to do. The hub is made unreachable by pointing HF_ENDPOINT
-at a closed local port and HF_HUB_CACHE at an empty folder, so the cases behave the same with or without a
-network. None of them trains or evaluates; each takes about 1-4 s (Python, torch and transformers imports).
+Each case runs the real entry point (`fr3e.cli.<command>.main` in this process, or `python -m` in a subprocess;
+`reproduce/bench.py` as a script) and checks the status and the message: what is wrong and what to do. The hub is
+made unreachable by pointing HF_ENDPOINT at a closed local port and HF_HUB_CACHE at an empty folder, so the cases
+behave the same with or without a network. None of them trains or evaluates.
 """
 
 import errno
@@ -28,11 +28,41 @@ PAPER = "reproduce/configs/table1/qwen2.5-7b-fr3e.yaml"
 UNREADABLE = "/sys/fr3e-cannot-write"  # not writable, even for root
 
 
-def run(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """One command line (`-m module ...` or a script path) in the repository root, 1 torch thread."""
+def run(*args: str, env: dict | None = None, timeout: float = 120,
+        process: bool = False) -> subprocess.CompletedProcess:
+    """One command line (`-m module ...` or a script path) in the repository root, 1 torch thread.
+
+    A `-m fr3e.cli.<command>` case without its own environment runs in this process (the same `main(argv)`
+    that `python -m` calls, stdout and stderr captured, `SystemExit` read as the status): the interpreter and
+    torch imports cost 2-4 s a case otherwise. Cases that set the environment (the hub is read at import),
+    `--debug` and `process=True` run as a real subprocess, so every entry point is also checked end to end."""
+    if env is None and not process and args[0] == "-m" and args[1].startswith("fr3e.cli.") and "--debug" not in args:
+        return run_in_process(args[1], list(args[2:]))
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "FR3E_DEBUG": "", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env=full_env)
+
+
+def run_in_process(module: str, argv: list[str]) -> subprocess.CompletedProcess:
+    import contextlib
+    import importlib
+    import io
+
+    main = importlib.import_module(module).main
+    out, err = io.StringIO(), io.StringIO()
+    cwd, debug = os.getcwd(), os.environ.pop("FR3E_DEBUG", None)
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(argv)
+            except SystemExit as exc:  # argparse
+                status = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.chdir(cwd)
+        if debug is not None:
+            os.environ["FR3E_DEBUG"] = debug
+    return subprocess.CompletedProcess(["-m", module, *argv], status, out.getvalue(), err.getvalue())
 
 
 def offline_env(tmp_path: Path) -> dict:
@@ -71,7 +101,7 @@ def files(tmp_path_factory):
 
 # ---------------------------------------------------------------------------------------------- fr3e.cli.train
 def test_train_missing_config():
-    assert_user_error(run("-m", "fr3e.cli.train", "--config", "reproduce/configs/tiny.yaml"),
+    assert_user_error(run("-m", "fr3e.cli.train", "--config", "reproduce/configs/tiny.yaml", process=True),
                       "config file reproduce/configs/tiny.yaml does not exist", "reproduce/configs/")
 
 

@@ -86,8 +86,8 @@ rehearse-table1: $(STAMP)  ## CPU dress rehearsal of reproduce-table1 PROFILE=pa
 plan-table1: $(STAMP)  ## print the paper-profile Table 1 plan: runs, GPUs, tokens, GPU-hours, disk
 	$(PY) -m fr3e.cli.plan
 
-warm-starts: $(STAMP)  ## retrain the shipped tiny base models (fr3e/tasks/warm_starts/, ~10 min on 2 cores)
-	$(PY) -c "from fr3e.tasks.warm_start import ship; print(*ship(), sep='\n')"
+warm-starts: $(STAMP)  ## retrain the shipped tiny base models of every world (fr3e/tasks/warm_starts/, ~15 min on 2 cores)
+	$(PY) -c "from fr3e.tasks.warm_start import ship, WORLD_BASE_MODELS; print(*(p for w in WORLD_BASE_MODELS for p in ship(world=w)), sep='\n')"
 
 clean-runs:  ## delete runs/ (training runs and caches); results/ is kept
 	rm -rf runs

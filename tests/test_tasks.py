@@ -207,13 +207,17 @@ def test_shipped_warm_starts_are_the_base_models_of_this_code():
     needs `make warm-starts` (else a fresh clone would train it for minutes and get other numbers)."""
     import fr3e.tasks.warm_start as ws
 
-    for name, config in BASE_MODELS.items():
-        shipped = ws.SHIPPED_DIR / f"{name}-{config_hash(name, config, 0)}"
-        assert (shipped / ws.MANIFEST).is_file(), f"no shipped copy {shipped}: run make warm-starts"
-        assert ws.verify_manifest(shipped) == [], f"{shipped} differs from its manifest"
-        record = json.loads((shipped / "warm_start.json").read_text())
-        assert record["name"] == name and record["config"]["steps"] == config.steps
-    assert len(list(ws.SHIPPED_DIR.iterdir())) == len(BASE_MODELS)  # no stale copies
+    expected = set()
+    for world, models in ws.WORLD_BASE_MODELS.items():
+        for name, config in models.items():
+            shipped = ws.SHIPPED_DIR / ws.directory_name(name, config_hash(name, config, 0, world), world)
+            assert (shipped / ws.MANIFEST).is_file(), f"no shipped copy {shipped}: run make warm-starts"
+            assert ws.verify_manifest(shipped) == [], f"{shipped} differs from its manifest"
+            record = json.loads((shipped / "warm_start.json").read_text())
+            assert record["name"] == name and record["config"]["steps"] == config.steps
+            assert record.get("world", "arithmetic") == world
+            expected.add(shipped.name)
+    assert {p.name for p in ws.SHIPPED_DIR.iterdir()} == expected  # no stale copies
 
 
 def test_a_cache_miss_installs_the_shipped_copy_byte_for_byte(tmp_path):

@@ -29,6 +29,9 @@ def _main(argv: Sequence[str]) -> int:
     parser.add_argument("--model", required=True, help=hub.MODEL_HELP)
     parser.add_argument("--benchmarks", default=",".join(SPLITS),
                         help="comma-separated tiny splits (easy, medium, hard) or paper benchmarks (gsm8k, ...)")
+    parser.add_argument("--world", default="arithmetic",
+                        help="tiny world of the split names and of the 'general' / 'math' base models: arithmetic "
+                             "(the control without forks) or paths (fr3e.tasks.worlds)")
     parser.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
                         help="use a local file for a hub benchmark, e.g. --data gsm8k=/data/gsm8k.jsonl; repeatable")
     parser.add_argument("--n", type=int, default=16, help="samples per problem (paper: 16)")
@@ -52,7 +55,10 @@ def _main(argv: Sequence[str]) -> int:
 
     from fr3e.data import paper as paper_data
     from fr3e.evaluation.evaluate import check_benchmarks, evaluate, format_table
+    from fr3e.tasks.worlds import WORLDS
 
+    if args.world not in WORLDS:
+        raise UserError(f"--world {args.world}: the tiny worlds are {', '.join(WORLDS)}.")
     benchmarks = check_benchmarks(args.benchmarks)
     local = {k: str(v) for k, v in paper_data.parse_data_overrides(args.data).items()}
     for name, path in local.items():
@@ -63,14 +69,14 @@ def _main(argv: Sequence[str]) -> int:
         hub.hub_reachable()  # offline: datasets fail at once, naming --data, instead of retrying
     if args.out is not None:
         check_writable(Path(args.out).parent, what="output directory", flag="--out")
-    model = hub.resolve_model(args.model, cache_dir=args.cache_dir)
+    model = hub.resolve_model(args.model, cache_dir=args.cache_dir, world=args.world)
     if not torch.cuda.is_available():
         from fr3e.tasks.warm_start import training_threads
 
         torch.set_num_threads(training_threads())  # 1 thread on a busy CPU: much faster there (measured)
     report = evaluate(model, benchmarks=benchmarks, n=args.n, temperature=args.temperature,
                       top_p=args.top_p, max_new_tokens=args.max_new_tokens, num_problems=args.num_problems,
-                      seed=args.seed, out=args.out, local_files=local or None)
+                      seed=args.seed, out=args.out, local_files=local or None, tiny_world=args.world)
     sys.stdout.write(format_table(report) + "\n")
     sys.stdout.write(f"({report['seconds']:.1f} s, {report['engine']['generated_tokens']} generated tokens)\n")
     return 0

@@ -142,12 +142,13 @@ def looks_like_path(name: str) -> bool:
 
 
 def resolve_model(name: str, cache_dir: str | Path = "runs/cache", progress: bool = False,
-                  tiny_names: bool = True) -> str:
+                  tiny_names: bool = True, world: str = "arithmetic") -> str:
     """The model directory or hub id that `name` stands for; every command accepts the same names.
 
     'general' / 'math' -> the cached warm start (trained on first use, 1-3 min); a run directory -> its
     model/; a model directory -> itself; 'org/name' -> a hub id, checked (cached or the hub answers).
-    `tiny_names=False` returns 'general' / 'math' unchanged (the trainer warm-starts them itself).
+    `tiny_names=False` returns 'general' / 'math' unchanged (the trainer warm-starts them itself); `world`
+    says which tiny world's base model the name means (`fr3e.tasks.worlds`).
     Raises UserError for anything else, saying which names are accepted.
     """
     if name in TINY_MODELS:
@@ -155,7 +156,7 @@ def resolve_model(name: str, cache_dir: str | Path = "runs/cache", progress: boo
             return name
         from fr3e.tasks.warm_start import warm_start
 
-        return str(warm_start(name, cache_dir=cache_dir, progress=progress))
+        return str(warm_start(name, cache_dir=cache_dir, progress=progress, world=world))
     path = Path(name).expanduser()
     if path.is_dir():
         for model_dir in (path, path / "model"):  # a model directory, or a run directory's final model

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fr3e.method.rewards import reward
 from fr3e.tasks import arithmetic
+from fr3e.tasks.worlds import get_world, reward
 from fr3e.utils.io import atomic_write_json
 from fr3e.utils.seeds import derive_seed
 
@@ -120,8 +120,9 @@ def _load(model_dir_or_model, tokenizer, need_model: bool):
     return model_dir_or_model, tokenizer, type(model_dir_or_model).__name__
 
 
-def _datasets(benchmarks, num_problems, data_seed, local_files: Mapping | None = None) -> dict:
-    """name -> Dataset (prompt, answer). Names: tiny splits (generated) or paper benchmarks (fr3e.data.paper)."""
+def _datasets(benchmarks, num_problems, data_seed, local_files: Mapping | None = None,
+              tiny_world: str = "arithmetic") -> dict:
+    """name -> Dataset (prompt, answer). Names: tiny splits of `tiny_world` (generated) or paper benchmarks."""
     from fr3e.data import paper as paper_data
 
     if isinstance(benchmarks, str):
@@ -134,12 +135,13 @@ def _datasets(benchmarks, num_problems, data_seed, local_files: Mapping | None =
             local = (local_files or {}).get(name)
             out[name] = paper_data.load_benchmark(name, local=local, limit=num_problems or 0)
             continue
-        if name not in arithmetic.SPLITS:
-            raise ValueError(f"unknown benchmark {name!r}; the tiny profile has {arithmetic.SPLITS}, the paper "
+        task = get_world(tiny_world)
+        if name not in task.SPLITS:
+            raise ValueError(f"unknown benchmark {name!r}; the tiny profile has {task.SPLITS}, the paper "
                              f"profile {paper_data.BENCHMARKS} (or pass a mapping name -> datasets.Dataset with "
                              "prompt/answer columns)")
-        size = num_problems if num_problems is not None else arithmetic.default_eval_sizes[name]
-        out[name] = arithmetic.make_split(name, size, seed=data_seed)
+        size = task.default_eval_sizes[name] if num_problems is None else min(num_problems, task.max_split_size(name))
+        out[name] = task.make_split(name, size, seed=data_seed)
     return out
 
 
@@ -166,6 +168,7 @@ def evaluate(
     rank: int = 0,
     world: int = 1,
     gather: Callable[[list], list] | None = None,
+    tiny_world: str = "arithmetic",
 ) -> dict:
     """Evaluate a model on each benchmark: avg@n, pass@k (k = 1, 2, 4, .., n), greedy accuracy, 95% CIs.
 
@@ -179,6 +182,8 @@ def evaluate(
     Sharding (several processes): process `rank` of `world` samples problems rank, rank + world, ...; `gather`
     concatenates a list over processes (e.g. `accelerate.utils.gather_object`) and every process returns the
     same report. Each process makes the same engine calls (two per benchmark), whatever its share.
+    tiny_world: which embedded world the tiny split names mean (`fr3e.tasks.worlds`); answers of every world
+    are scored by `fr3e.tasks.worlds.reward`.
     Returns {"benchmarks": {name: metrics}, "average": {...}, "config": {...}, "seconds", "engine"}.
     """
     from fr3e.data.paper import encode_prompt
@@ -188,7 +193,7 @@ def evaluate(
     gather = gather or _concat
     model, tokenizer, model_name = _load(model_dir_or_model, tokenizer, need_model=engine is None)
     engine = engine or HFEngine(model, tokenizer, batch_size=256)
-    data = _datasets(benchmarks, num_problems, data_seed, local_files)
+    data = _datasets(benchmarks, num_problems, data_seed, local_files, tiny_world)
     results = {}
     for b, (name, ds) in enumerate(tqdm(data.items(), desc="evaluate", disable=not progress)):
         all_prompts, all_answers = list(ds["prompt"]), [str(a) for a in ds["answer"]]

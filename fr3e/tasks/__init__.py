@@ -1,6 +1,8 @@
-"""The embedded CPU-sized world of the `tiny` profile: arithmetic task, character tokenizer, tiny model, SFT.
+"""The embedded CPU-sized worlds of the `tiny` profile: tasks, character tokenizer, tiny model, SFT.
 
-`arithmetic` generates problems (easy / medium / hard evaluation splits, a disjoint train split),
+`worlds` names the worlds (`arithmetic`, the control without forks, and `paths`, with many correct answers
+and free length) and scores an answer of any of them; each world generates problems (easy / medium / hard
+evaluation splits, a disjoint train split),
 `tokenizer` is a character-level tokenizer, `model` builds a ~0.4M-parameter Qwen3-family decoder and
 `warm_start` fine-tunes it into the `general` and `math` base models (cached).
 """

@@ -45,9 +45,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from fr3e.tasks import arithmetic
 from fr3e.tasks.model import build_tiny, num_parameters, save_tiny
 from fr3e.tasks.tokenizer import build_tokenizer
+from fr3e.tasks.worlds import DEFAULT_WORLD, get_world
 
 logger = logging.getLogger(__name__)
 
@@ -95,20 +95,43 @@ BASE_MODELS = {
 this task (650 steps: 40/20/1; 1000 steps: 84/66/5), so the step counts are tuned, not round numbers."""
 
 
-def task_fingerprint(seed: int = 0, num_problems: int = 64) -> str:
+PATHS_BASE_MODELS = {
+    # The path world's two base models (fr3e.tasks.paths): the same decoder, a shorter and a longer warm start.
+    "general": WarmStartConfig(steps=600, warmup_steps=50),
+    "math": WarmStartConfig(steps=1200, warmup_steps=50),
+}
+"""The path world's stand-ins for the general and the specialised base model (measured in
+reproduce/worlds/README.md)."""
+
+WORLD_BASE_MODELS = {"arithmetic": BASE_MODELS, "paths": PATHS_BASE_MODELS}
+
+
+def base_models(world: str = DEFAULT_WORLD) -> dict[str, WarmStartConfig]:
+    get_world(world)  # a clear error for an unknown world
+    return WORLD_BASE_MODELS[world]
+
+
+def task_fingerprint(seed: int = 0, num_problems: int = 64, world: str = DEFAULT_WORLD) -> str:
     """Hash of the first training problems and the tokenizer vocabulary: changes when the task does."""
-    stream = arithmetic.iter_problems("train", seed=seed)
+    stream = get_world(world).iter_problems("train", seed=seed)
     problems = [next(stream) for _ in range(num_problems)]
     vocab = build_tokenizer().get_vocab()
     blob = json.dumps([[p.prompt, p.solution] for p in problems] + [sorted(vocab.items())])
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def config_hash(name: str, config: WarmStartConfig, seed: int) -> str:
+def config_hash(name: str, config: WarmStartConfig, seed: int, world: str = DEFAULT_WORLD) -> str:
     """12 hex digits identifying a warm start (its cache key): name, config, seed and the task itself."""
-    blob = json.dumps({"name": name, "config": dataclasses.asdict(config), "seed": seed,
-                       "task": TASK_VERSION, "task_fingerprint": task_fingerprint(seed)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    record = {"name": name, "config": dataclasses.asdict(config), "seed": seed,
+              "task": TASK_VERSION, "task_fingerprint": task_fingerprint(seed, world=world)}
+    if world != "arithmetic":  # the arithmetic keys predate worlds and stay as they were
+        record["world"] = world
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def directory_name(name: str, key: str, world: str = DEFAULT_WORLD) -> str:
+    """`<name>-<hash>` for the arithmetic world, `<world>-<name>-<hash>` for the others."""
+    return f"{name}-{key}" if world == "arithmetic" else f"{world}-{name}-{key}"
 
 
 def encode_example(tokenizer, prompt: str, solution: str) -> tuple[list[int], list[int]]:
@@ -165,7 +188,7 @@ def training_threads() -> int:
     return max(1, cores // 2) if busy else cores
 
 
-def train_sft(config: WarmStartConfig, seed: int = 0, progress: bool = True):
+def train_sft(config: WarmStartConfig, seed: int = 0, progress: bool = True, world: str = DEFAULT_WORLD):
     """Train a fresh tiny model; returns (model, tokenizer, info dict). Deterministic for a fixed seed."""
     torch.manual_seed(seed)
     model, tokenizer = build_tiny(
@@ -179,7 +202,7 @@ def train_sft(config: WarmStartConfig, seed: int = 0, progress: bool = True):
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr, betas=(0.9, 0.95),
     )
-    stream = arithmetic.iter_problems("train", seed=seed)
+    stream = get_world(world).iter_problems("train", seed=seed)
     losses, tokens, start = [], 0, time.perf_counter()
     bar = tqdm(range(config.steps), desc="warm start", disable=not progress)
     for step in bar:
@@ -268,14 +291,15 @@ def _publish(final: Path, fill) -> None:
         raise
 
 
-def ship(names: tuple[str, ...] = tuple(BASE_MODELS), seed: int = 0, progress: bool = True) -> list[Path]:
-    """Train the base models afresh and replace their shipped copies (`make warm-starts`)."""
+def ship(names: tuple[str, ...] | None = None, seed: int = 0, progress: bool = True,
+         world: str = DEFAULT_WORLD) -> list[Path]:
+    """Train the base models of `world` afresh and replace their shipped copies (`make warm-starts`)."""
     out = []
-    for name in names:
+    for name in names or tuple(base_models(world)):
         with tempfile.TemporaryDirectory() as cache:
-            built = warm_start(name, cache_dir=cache, seed=seed, progress=progress, rebuild=True)
+            built = warm_start(name, cache_dir=cache, seed=seed, progress=progress, rebuild=True, world=world)
             target = SHIPPED_DIR / built.name
-            for old in SHIPPED_DIR.glob(f"{name}-*"):
+            for old in SHIPPED_DIR.glob(directory_name(name, "*", world)):
                 shutil.rmtree(old)
             shutil.copytree(built, target)
             write_manifest(target)
@@ -291,6 +315,7 @@ def warm_start(
     config: WarmStartConfig | None = None,
     threads: int | None = None,
     rebuild: bool | None = None,
+    world: str = DEFAULT_WORLD,
 ) -> Path:
     """The directory of the warm-started base model `name` (model + tokenizer + warm_start.json).
 
@@ -298,15 +323,17 @@ def warm_start(
     `config` overrides `BASE_MODELS[name]` (tests use a few-step config). `threads`: torch CPU threads
     while training (default: `training_threads()`). Bitwise deterministic for a fixed seed.
     A cache miss takes the shipped copy when one has this hash and verifies (see the module docstring),
-    unless `rebuild` (default: FR3E_REBUILD_WARM_STARTS=1) asks to train.
+    unless `rebuild` (default: FR3E_REBUILD_WARM_STARTS=1) asks to train. `world`: the tiny world whose
+    training split it learns (`fr3e.tasks.worlds`).
     """
     if config is None:
-        if name not in BASE_MODELS:
-            raise ValueError(f"unknown base model {name!r}; choose one of {sorted(BASE_MODELS)} or pass config=")
-        config = BASE_MODELS[name]
-    key = config_hash(name, config, seed)
+        models = base_models(world)
+        if name not in models:
+            raise ValueError(f"unknown base model {name!r}; choose one of {sorted(models)} or pass config=")
+        config = models[name]
+    key = config_hash(name, config, seed, world)
     cache_dir = Path(cache_dir)
-    final = cache_dir / f"{name}-{key}"
+    final = cache_dir / directory_name(name, key, world)
     if (final / "warm_start.json").exists():
         logger.info("warm start %s: cached at %s", name, final)
         return final
@@ -322,12 +349,13 @@ def warm_start(
     torch.set_num_threads(threads or training_threads())
     try:
         logger.info("warm start %s: training %s (seed %d)", name, config, seed)
-        model, tokenizer, info = train_sft(config, seed=seed, progress=progress)
+        model, tokenizer, info = train_sft(config, seed=seed, progress=progress, world=world)
     finally:
         torch.set_num_threads(threads_before)
     def save(tmp: Path) -> None:
         save_tiny(model, tokenizer, tmp)
         record = {"name": name, "hash": key, "seed": seed, "task": TASK_VERSION,
+                  **({} if world == "arithmetic" else {"world": world}),
                   "config": dataclasses.asdict(config), **info}
         (tmp / "warm_start.json").write_text(json.dumps(record, indent=1))
 

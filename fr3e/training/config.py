@@ -196,6 +196,9 @@ class DataConfig:
 
     train: str = _help("Training prompts: 'tiny/train' (embedded task) or 'paper/train' (DeepScaleR + "
                        "SimpleRL-Zoo MATH L3-5, paper §4).", "tiny/train")
+    world: str = _help("Tiny profile: the embedded world of 'tiny/train', the evaluation splits and the base models: "
+                       "'arithmetic' (worked multiplications, no forks: the control) or 'paths' (paths in a fixed "
+                       "digraph: many correct answers, free length); see fr3e.tasks.worlds.", "arithmetic")
     train_size: int = _help("Number of training prompts drawn (tiny profile); 0 = the whole set.", 4096)
     prompts_per_step: int = _help(
         "Batch target: prompts per step whose groups carry signal after dynamic sampling. Authors: 32.", 32)
@@ -216,6 +219,9 @@ class DataConfig:
         _check(self.max_response_tokens >= 1 and self.max_prompt_tokens >= 1, "data token limits must be >= 1.")
         _check(self.eval_n >= 1, "data.eval_n must be >= 1.")
         _check(self.train_size >= 0 and self.eval_problems >= 0, "data sizes must be >= 0 (0 = all).")
+        from fr3e.tasks.worlds import WORLDS
+
+        _check(self.world in WORLDS, f"data.world={self.world!r}: use one of {', '.join(WORLDS)}.")
 
 
 @dataclass

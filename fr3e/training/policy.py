@@ -21,7 +21,8 @@ def load_policy(config: TrainConfig, cache_dir: str | Path = "runs/cache", progr
     if config.profile == "tiny":
         from fr3e.tasks.tokenizer import load_tokenizer
 
-        source = Path(resolve_model(config.model.base, cache_dir=cache_dir, progress=progress))
+        source = Path(resolve_model(config.model.base, cache_dir=cache_dir, progress=progress,
+                                    world=config.data.world))
         tokenizer = load_tokenizer(source)
     else:
         from transformers import AutoTokenizer
@@ -54,9 +55,10 @@ def build_engine(config: TrainConfig, policy, tokenizer, model_source: str, worl
 def load_train_prompts(config: TrainConfig):
     """The training set as a `datasets.Dataset` with `prompt` and `answer` columns."""
     if config.data.train == "tiny/train":
-        from fr3e.tasks.arithmetic import make_split
+        from fr3e.tasks.worlds import get_world
 
-        return make_split("train", config.data.train_size or 4096, seed=0)
+        world = get_world(config.data.world)
+        return world.make_split("train", min(config.data.train_size or 4096, world.max_split_size("train")), seed=0)
     if config.data.train == "paper/train":
         from fr3e.data.paper import load_train_mix
 
@@ -115,12 +117,14 @@ def token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, want_entropy: b
 
 def step_delimiter_ids(config: TrainConfig, tokenizer) -> list[int]:
     """The token ids of the string that separates reasoning steps (the `newline` scorer's boundary):
-    `fr3e.step_delimiter`, else the task's own (tiny: `fr3e.tasks.arithmetic.STEP_DELIMITER`, paper:
+    `fr3e.step_delimiter`, else the task's own (tiny: the world's `STEP_DELIMITER`, paper:
     `fr3e.data.paper.STEP_DELIMITER`)."""
     delimiter = config.fr3e.step_delimiter
     if not delimiter:
         if config.profile == "tiny":
-            from fr3e.tasks.arithmetic import STEP_DELIMITER
+            from fr3e.tasks.worlds import get_world
+
+            STEP_DELIMITER = get_world(config.data.world).STEP_DELIMITER  # noqa: N806
         else:
             from fr3e.data.paper import STEP_DELIMITER
         delimiter = STEP_DELIMITER

@@ -154,7 +154,7 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _reward(self, text: str, answer: str) -> float:
-        from fr3e.method.rewards import reward
+        from fr3e.tasks.worlds import reward
 
         if self.rank == self.config.rehearsal_zero_reward_rank:  # rehearsal of uneven processes only
             return 0.0
@@ -560,7 +560,8 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
                           temperature=cfg.eval_temperature, top_p=cfg.eval_top_p,
                           max_new_tokens=cfg.max_response_tokens, num_problems=cfg.eval_problems or None,
                           seed=derive_seed(self.config.seed, "eval"), engine=self.engine, tokenizer=self.tokenizer,
-                          progress=False, rank=self.rank, world=self.world, gather=self._gather)
+                          progress=False, rank=self.rank, world=self.world, gather=self._gather,
+                          tiny_world=cfg.world)
         return eval_rows(report, self.step_index)
 
     # ----------------------------------------------------------------------------------- run

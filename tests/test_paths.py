@@ -150,3 +150,48 @@ def test_grpo_pp_trains_and_evaluates_on_the_path_world(tmp_path):
         answer = next(s["answer"] for s in samples if t in s["trajectories"])
         assert reward(text, answer) == t["reward"]
     assert all(0 <= m["reward_mean"] <= 1 for m in read_jsonl(run / "metrics.jsonl"))
+
+
+@pytest.mark.slow
+def test_worldcard_sees_forks_in_the_path_world_and_none_in_arithmetic():
+    """The card's numbers on the shipped base models, on a few problems: the path world's responses have forks
+    and several correct answers, the arithmetic world's have about one worked solution and a fixed length."""
+    from fr3e.evaluation.worldcard import measure
+    from fr3e.tasks.warm_start import warm_start
+
+    cards = {w: measure(warm_start("general", cache_dir=CACHE, world=w, progress=False), w, n=8, problems=8,
+                        train_prompts=16, max_new_tokens=64 if w == "arithmetic" else 24) for w in WORLDS}
+    paths_card, arith = cards["paths"]["mean"], cards["arithmetic"]["mean"]
+    assert paths_card["forks_median"] >= 3 and paths_card["step_entropy"] > 0.5
+    assert arith["step_entropy"] < 0.2 and arith["distinct_correct_median"] <= 1
+    assert paths_card["length_cv"] > 0.2 > arith["length_cv"]
+    again = measure(warm_start("general", cache_dir=CACHE, world="paths", progress=False), "paths", n=8, problems=8,
+                    train_prompts=16, max_new_tokens=24)
+    assert again["splits"] == cards["paths"]["splits"]  # deterministic in its seed
+
+
+def test_scorecard_gate_reads_every_line_from_the_card():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scorecard", Path(__file__).resolve().parents[1]
+                                                  / "reproduce/worlds/scorecard.py")
+    scorecard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scorecard)
+
+    def card(avg, ent, distinct=3.0):
+        split = {"avg": avg, "pass": 0.9, "forks_median": 5.0, "distinct_correct_median": distinct,
+                 "length_cv": 0.3, "step_entropy": ent, "mean_length": 10.0}
+        return {"splits": {s: dict(split) for s in paths.SPLITS}, "train": {"mixed_groups": 0.7}, "group_size": 8,
+                "mean": dict(split)}
+
+    base = card(0.2, 1.0)
+    base["splits"]["hard"]["avg"] = 0.1
+    full = {"bases": {"general": {"card": base}},
+            "grpo_pp": {"3e-4": {"card": card(0.4, 0.4, 1.0), "metrics": [{"clip_high_frac": 0.01}] * 3,
+                                 "run_dir": "runs/x", "eval_avg": {"100": {"mean": 0.4}}}}}
+    lines = {line.split(":")[0]: ok for line, ok, _ in scorecard.gate(full)}
+    assert all(lines.values()), lines
+    full["grpo_pp"]["3e-4"]["card"]["mean"]["avg"] = 0.3  # +10 points only
+    assert not dict((line.split(":")[0], ok) for line, ok, _ in scorecard.gate(full))["RL moves it"]
+    assert "| RL moves it" in scorecard.render({**full, "bases": {"general": {
+        "card": base, "warm_start": {"config": {"steps": 1}, "num_parameters": 1, "final_loss": 0.5}}}})

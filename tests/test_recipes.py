@@ -117,8 +117,12 @@ def test_readme_says_where_clipping_acts():
 
     readme = (ROOT / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| updates per batch |"))
-    tiny = {load_config(p).optim.updates_per_batch for p in (ROOT / "reproduce/configs").glob("tiny-*.yaml")}
+    tiny = {p.name: load_config(p) for p in (ROOT / "reproduce/configs").glob("tiny-*.yaml")}
     paper = {load_config(p).optim.updates_per_batch for p in (ROOT / "reproduce/configs/table1").glob("*.yaml")}
     assert min(paper) >= 2
-    if tiny == {1}:
-        assert "tiny recipes 1" in row and "on-policy" in row and "never act" in row
+    arithmetic = {c.optim.updates_per_batch for c in tiny.values() if c.data.world == "arithmetic"}
+    paths = {c.optim.updates_per_batch for c in tiny.values() if c.data.world == "paths"}
+    if arithmetic == {1}:
+        assert "arithmetic tiny recipes 1" in row and "on-policy" in row and "never act" in row
+    if paths:
+        assert f"path-world tiny recipes {max(paths)}" in row

@@ -27,9 +27,10 @@ from fr3e.tasks.warm_start import warm_start  # noqa: E402
 from fr3e.utils.io import atomic_write_json, read_jsonl  # noqa: E402
 
 
-def grpo_run(world: str, base: str, lr: float, steps: int, runs: Path, cache: Path, extra: list[str]) -> Path:
+def grpo_run(world: str, base: str, lr: float, steps: int, runs: Path, cache: Path, extra: list[str],
+             tag: str = "") -> Path:
     """One GRPO++ run of the tiny recipe on `world` (reused when finished; resumed when interrupted)."""
-    run_dir = runs / f"{world}-grpo_pp-{base}-lr{lr:g}-{steps}"
+    run_dir = runs / f"{world}-grpo_pp-{base}-lr{lr:g}{tag}-{steps}"
     sets = [f"data.world={world}", f"model.base={base}", f"optim.lr={lr}", f"steps={steps}",
             f"name={run_dir.name}", "eval_every=25", "checkpoint_every=25", *extra]
     cmd = [sys.executable, "-m", "fr3e.cli.train", "--config", str(ROOT / "reproduce/configs/tiny-grpo_pp.yaml"),
@@ -47,7 +48,9 @@ def summarise_run(run_dir: Path) -> dict:
         curve.setdefault(row["step"], {})[row["benchmark"]] = row["avg"]
     probe = read_jsonl(run_dir / "probe.jsonl") if (run_dir / "probe.jsonl").exists() else []
     pick = ("step", "entropy", "clip_high_frac", "clip_low_frac", "response_length", "reward_mean", "gen_tokens")
+    env = json.loads((run_dir / "env.json").read_text())
     return {"run_dir": str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir),
+            "git_sha": env.get("git_sha"),
             "eval_avg": {str(s): {**v, "mean": sum(v.values()) / len(v)} for s, v in sorted(curve.items())},
             "metrics": [{k: m.get(k) for k in pick if k in m} for m in metrics],
             "probe": probe}
@@ -100,7 +103,8 @@ def render(card: dict) -> str:
     models += [(f"GRPO++ lr {k}", v["card"]) for k, v in card.get("grpo_pp", {}).items()]
     for label, c in models:
         order = sorted(c["splits"], key=lambda k: ("easy", "medium", "hard").index(k) if k in ("easy", "medium", "hard") else 9)
-        for split, m in [*((k, c["splits"][k]) for k in order), ("mean", c["mean"])]:
+        mean = {"mean_length": sum(v["mean_length"] for v in c["splits"].values()) / len(c["splits"]), **c["mean"]}
+        for split, m in [*((k, c["splits"][k]) for k in order), ("mean", mean)]:
             rows.append(f"| {label} | {split} | {100 * m['avg']:.1f} | {100 * m['pass']:.1f} | {m['forks_median']:.1f} | "
                         f"{m['step_entropy']:.3f} | {m['distinct_correct_median']:.1f} | "
                         f"{m.get('mean_length', float('nan')):.1f} | {m['length_cv']:.2f} |")
@@ -111,7 +115,7 @@ def render(card: dict) -> str:
                    f"steps, {v['warm_start']['num_parameters']:,} parameters, final SFT loss "
                    f"{v['warm_start']['final_loss']:.3f}")
     for k, v in card.get("grpo_pp", {}).items():
-        curve = ", ".join(f"{s}: {100 * e['mean']:.1f}" for s, e in v["eval_avg"].items())
+        curve = ", ".join(f"{s}: {100 * e['mean']:.1f}" for s, e in sorted(v["eval_avg"].items(), key=lambda kv: int(kv[0])))
         out.append(f"- GRPO++ lr {k} (`{v['run_dir']}`): held-out avg@16 by step {curve}")
     out += ["", "| gate line | met | measured |", "|---|---|---|"]
     out += [f"| {line} | {'yes' if ok else '**no**'} | {numbers} |" for line, ok, numbers in gate(card)]
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpo-lrs", default="3e-4,1e-4,5e-5", help="GRPO++ learning rates (base `general`)")
     parser.add_argument("--steps", type=int, default=100, help="GRPO++ steps (the Table 1 budget)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="more trainer overrides")
+    parser.add_argument("--tag", default="", help="suffix of the sweep entries (runs with other --set values)")
     parser.add_argument("--skip-grpo", action="store_true")
     parser.add_argument("--runs", default="runs/worlds")
     parser.add_argument("--cache-dir", default="runs/cache")
@@ -137,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(render(card))
         return 0
     card.update({"world": args.world, "bases": card.get("bases", {}), "grpo_pp": card.get("grpo_pp", {})})
+    from fr3e.training.runlog import environment
+
+    card.setdefault("provenance", []).append({"command": ["python", "reproduce/worlds/scorecard.py", *(argv or sys.argv[1:])],
+                                              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment()})
     for base in args.bases.split(","):
         start = time.perf_counter()
         model_dir = warm_start(base, cache_dir=args.cache_dir, world=args.world)
@@ -152,13 +161,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({base: card["bases"][base]["card"]["mean"]}, indent=1), flush=True)
     if not args.skip_grpo:
         for lr in (float(x) for x in args.grpo_lrs.split(",")):
-            if f"{lr:g}" in card["grpo_pp"]:
+            key = f"{lr:g}{args.tag}"
+            if key in card["grpo_pp"]:
                 continue
-            run_dir = grpo_run(args.world, "general", lr, args.steps, ROOT / args.runs, Path(args.cache_dir), args.extra)
+            run_dir = grpo_run(args.world, "general", lr, args.steps, ROOT / args.runs, Path(args.cache_dir), args.extra,
+                               args.tag)
             entry = summarise_run(run_dir)
             entry["card"] = measure(run_dir / "model", args.world)
             entry["card"]["model"] = entry["run_dir"] + "/model"
-            card["grpo_pp"][f"{lr:g}"] = entry
+            entry["overrides"] = args.extra
+            card["grpo_pp"][key] = entry
             atomic_write_json(out, card)
             print(json.dumps({f"lr {lr:g}": entry["card"]["mean"]}, indent=1), flush=True)
     for line, passed, numbers in gate(card):

@@ -258,6 +258,7 @@ def test_evaluate_accepts_general_by_name(tmp_path):
     (["-m", "fr3e.cli.plan", "--mfu", "3"], ["--mfu 3.0: a utilisation is a fraction in (0, 1]"]),
     (["-m", "fr3e.cli.reproduce", "--profile", "tiny", "--dry-run", "fig9"], ["unknown artefact(s) ['fig9']"]),
     (["-m", "fr3e.cli.rehearsal", "--dir", f"{UNREADABLE}/r"], ["cannot write the rehearsal directory", "--dir"]),
+    (["-m", "fr3e.cli.evaluate", "--model", "general", "--world", "maze"], ["--world maze: the tiny worlds are"]),
     (["-m", "fr3e.cli.smoke", "--steps", "0"], ["--steps 0: run at least 1 step"]),
     (["-m", "fr3e.cli.smoke", "--out", f"{UNREADABLE}/s"], ["cannot write the output directory", "--out"]),
     (["reproduce/bench.py", "--steps", "1"], ["--steps 1: step 1 is dropped as warm-up"]),

@@ -54,7 +54,8 @@ boundary in this world (`fr3e.scorer=newline`)."""
 
 @dataclass(frozen=True)
 class Problem:
-    """One generated problem. `key` identifies it up to commutativity (used for the train/eval partition)."""
+    """One generated problem of a tiny world. `key` identifies it for the train/eval partition (arithmetic: up to
+    commutativity; paths: the pair)."""
 
     prompt: str
     solution: str

@@ -33,6 +33,10 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 
+from fr3e.tasks.arithmetic import (
+    Problem,  # the same record: prompt, solution (one supervised walk), answer, ...
+)
+
 if TYPE_CHECKING:
     import datasets
 
@@ -60,17 +64,6 @@ STEP_DELIMITER = ","
 
 ANSWER_PREFIX = "path:"
 """The `answer` column of a problem is `path:<start>><target>`: what the verifier needs (the graph is fixed)."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One pair. `solution` is one supervised walk (the SFT target); any valid path is correct."""
-
-    prompt: str
-    solution: str
-    answer: str
-    difficulty: str
-    key: str
 
 
 @dataclass(frozen=True)

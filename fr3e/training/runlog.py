@@ -35,15 +35,17 @@ PACKAGES = ("torch", "transformers", "accelerate", "trl", "datasets", "tokenizer
 def git_sha(cwd: str | Path | None = None) -> str | None:
     """The commit of the package source (with '-dirty' when tracked files have changes), None outside git.
 
-    Changes under `results/` do not count: the reproduction itself rewrites those files (the results README,
-    a study's artefacts) while later notebooks run, and they are outputs, not the code that made them."""
+    Changes under `results/` and to the world scorecards (`reproduce/worlds/scorecard-*.json`) do not count: the
+    reproduction and the scorecard rewrite those files while their runs go on, and they are outputs, not the code
+    that made them."""
     here = Path(cwd or Path(__file__).resolve().parent)
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                                ":(top,exclude)results"], cwd=here,
+                                ":(top,exclude)results", ":(top,exclude,glob)reproduce/worlds/scorecard-*.json"],
+                               cwd=here,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return sha.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

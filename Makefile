@@ -41,7 +41,15 @@ nbval: $(STAMP)  ## run every notebook with its smoke defaults under nbval
 	$(VENV)/bin/pytest -q --nbval-lax -p no:cacheprovider notebooks/
 
 # The notebooks (nbval, one kernel at a time, 1 thread) run beside the tests on 2 workers: the workers leave about
-# a third of the two cores idle. Tests with wall-time bounds (marker `timing`) run alone afterwards.
+# a third of the two cores idle. The notebooks have a session of their own, without workers: nbval keeps one kernel
+# per notebook only while its cells run back to back, which pytest-xdist does not guarantee. Each worker takes whole
+# test files (`--dist loadfile`), so a file's module-scoped fixtures (a reference training run, a two-process
+# launch) are built once, on one worker (`--dist loadgroup` with a group per file spreads a file's tests over both
+# workers under pytest 9: its node ids no longer carry pytest-xdist's `@group` suffix). The test sessions load no
+# nbval (`-p no:nbval`: importing it costs every pytest process seconds). Tests with wall-time bounds (marker
+# `timing`) run alone afterwards, collected from the files that mark them (`pytest.mark.timing`), not from every
+# test module again.
+TIMING_TESTS = $(shell grep -l 'mark\.timing' tests/test_*.py)
 test: $(STAMP)  ## ruff + the layer rule + tests on 2 workers beside nbval (what CI runs); ends with the 10 slowest
 	$(VENV)/bin/ruff check fr3e reproduce tests
 	$(VENV)/bin/lint-imports --no-cache
@@ -49,11 +57,12 @@ test: $(STAMP)  ## ruff + the layer rule + tests on 2 workers beside nbval (what
 	@OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --junitxml=runs/test-report/notebooks.xml \
 	    notebooks/ > runs/test-report/notebooks.log 2>&1 & nb=$$!; \
 	echo ">> notebooks under nbval in the background (log: runs/test-report/notebooks.log)"; \
-	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup -m "not timing" \
+	$(VENV)/bin/pytest -q -p no:cacheprovider -p no:nbval -n 2 --dist loadfile -m "not timing" \
 	    --junitxml=runs/test-report/tests.xml tests; tests=$$?; \
 	wait $$nb; notebooks=$$?; echo ">> notebooks (nbval):"; tail -n 25 runs/test-report/notebooks.log; \
 	test $$tests -eq 0 && test $$notebooks -eq 0
-	$(VENV)/bin/pytest -q -p no:cacheprovider -m timing --junitxml=runs/test-report/timing.xml tests
+	$(VENV)/bin/pytest -q -p no:cacheprovider -p no:nbval -m timing --junitxml=runs/test-report/timing.xml \
+	    $(or $(TIMING_TESTS),tests)
 	@$(PY) tests/slowest.py runs/test-report/tests.xml runs/test-report/timing.xml runs/test-report/notebooks.xml
 
 reproduce: $(STAMP)  ## run every notebook in order with papermill (tiny profile on CPU), write results/

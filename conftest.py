@@ -19,13 +19,3 @@ def pytest_configure(config):
     wants_notebooks = config.getoption("nbval", default=False) or config.getoption("nbval_lax", default=False)
     if wants_notebooks and config.args_source == pytest.Config.ArgsSource.TESTPATHS:
         config.args.append("notebooks")
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups from the markers
-def pytest_collection_modifyitems(config, items):
-    """`make test` runs the tests with `pytest -n 2 --dist loadgroup`: each test file is one group, so its
-    module-scoped fixtures (a reference training run, a two-process launch) are built once, on one worker,
-    not once per worker. The notebooks run in a session of their own, without workers: nbval keeps one kernel
-    per notebook only while its cells run back to back, which pytest-xdist does not guarantee."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))

@@ -1,10 +1,13 @@
 """Interruptions and faults during a run: corrupted checkpoints, the run lock, SIGTERM, failed writes."""
 
+import contextlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from fr3e.utils.io import read_jsonl
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "cache"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_trainer import SMALL, assert_same_run, small_config  # noqa: E402
+from test_trainer import SMALL, assert_same_run, comparable, one_thread, small_config  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------ unit: manifest, lock
@@ -59,31 +62,10 @@ def test_a_second_process_on_a_run_directory_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- through the trainer
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
-    """The uninterrupted run, with 1 torch thread like the subprocesses below (CPU float sums depend on the
-    thread count, so runs are compared at equal threads)."""
-    import torch
-
-    out = tmp_path_factory.mktemp("ref") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(small_config(), out, progress=False, cache_dir=CACHE)
-    finally:
-        torch.set_num_threads(threads)
-    return out
-
-
-def one_thread(fn, *args, **kwargs):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        torch.set_num_threads(threads)
+@pytest.fixture
+def reference_run(small_reference_run):
+    """The uninterrupted run, trained with 1 torch thread like the subprocesses below (tests/conftest.py)."""
+    return small_reference_run
 
 
 @pytest.mark.slow
@@ -112,93 +94,186 @@ def test_corrupted_latest_checkpoint_resumes_from_the_previous_one(reference_run
 
 
 @pytest.mark.slow
-def test_a_failed_checkpoint_write_stops_cleanly_and_keeps_the_previous(tmp_path, monkeypatch):
+def test_a_failed_checkpoint_write_stops_cleanly_and_keeps_the_previous(reference_run, tmp_path, monkeypatch):
+    """The reference run taken back to its step-2 checkpoint resumes; writing step 4's checkpoint fails."""
     import errno
+    import shutil
 
     from accelerate import Accelerator
 
+    run = tmp_path / "full"
+    shutil.copytree(reference_run, run)
+    (run / "DONE").unlink()
+    shutil.rmtree(run / "model")
+    shutil.rmtree(run / "checkpoints" / "step-000004")
     real = Accelerator.save_state
     calls = []
 
     def disk_full(self, output_dir=None, **kw):
         calls.append(output_dir)
-        if len(calls) == 2:  # the second checkpoint (step 4): a partial file, then ENOSPC
+        if Path(output_dir).name == ".tmp-step-000004":  # a partial file, then ENOSPC
             Path(output_dir).mkdir(parents=True, exist_ok=True)
             (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(self, output_dir, **kw)
 
     monkeypatch.setattr(Accelerator, "save_state", disk_full)
-    run = tmp_path / "full"
     with pytest.raises(TrainingError, match=r"step 4: could not write the checkpoint .*No space left on device.*"
                                             r"step-000002\) is intact"):
-        train(small_config(), run, progress=False, cache_dir=CACHE)
+        one_thread(train, small_config(), run, progress=False, cache_dir=CACHE)
+    assert [Path(c).name for c in calls] == [".tmp-step-000004"]  # resumed at step 2, failed at the next write
     good, _ = usable_checkpoints(run / "checkpoints")
     assert [p.name for p in good] == ["step-000002"]
     assert not (run / "DONE").exists()
 
 
+GENERATION, UPDATE, CHECKPOINT_WRITE = ("fr3e.engines.hf:HFEngine.generate", "fr3e.training.trainer:policy_loss",
+                                        "fr3e.training.resume:write_manifest")
+
+
+class Attempts:
+    """Attempts of the training command on one run directory, each a process forked from one warm process
+    (tests/training_attempts.py: the imports once, not once per attempt)."""
+
+    def __init__(self, run: Path):
+        self.run, self.count, self.pid = run, 0, None
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "training_attempts.py")], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, OMP_NUM_THREADS="1"))
+        self.lines = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(line.strip()) for line in self.proc.stdout], daemon=True).start()
+        assert self.line(300) == "ready"
+
+    def line(self, timeout: float) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                return self.lines.get(timeout=1)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    raise AssertionError(f"tests/training_attempts.py exited ({self.proc.returncode})") from None
+        self.close()
+        raise AssertionError(f"no answer from the attempt within {timeout:.0f} s")
+
+    def start(self, fault: tuple[str, int, signal.Signals] | None = None) -> None:
+        """`python -m fr3e.cli.train` on the run; `fault` = (function, rows, signal), see training_attempts.py."""
+        self.count += 1
+        self.log = self.run.parent / f"attempt-{self.count}.log"
+        args = ["--config", str(ROOT / "reproduce/configs/tiny-fr3e.yaml"), "--run-dir", str(self.run),
+                "--cache-dir", str(CACHE), "--no-progress"] + sum((["--set", s] for s in SMALL), [])
+        job = {"argv": args, "log": str(self.log), "fault": fault and [fault[0], fault[1], fault[2].name]}
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        self.pid = int(self.line(60))
+
+    def running(self) -> bool:
+        return self.lines.empty()  # the next line is the exit status
+
+    def wait(self, timeout: float = 300) -> tuple[int, str]:
+        """(exit status as subprocess reports it, the attempt's stdout and stderr)."""
+        code, self.pid = int(self.line(timeout)), None
+        return code, self.log.read_text()
+
+    def __call__(self, fault=None) -> tuple[int, str]:
+        self.start(fault)
+        return self.wait()
+
+    def close(self) -> None:
+        if self.pid is not None and self.running():  # an attempt left running by a failure (not yet reaped)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self.pid = None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def attempts(tmp_path):
+    """Attempts on `tmp_path/interrupted`; the warm process ends with the test."""
+    a = Attempts(tmp_path / "interrupted")
+    yield a
+    a.close()
+
+
+def logged_as_reference(reference_run: Path, run: Path, steps: int) -> None:
+    """metrics.jsonl of `run` holds steps 1..steps once each, equal to the reference run's."""
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    assert comparable(rows) == comparable(read_jsonl(reference_run / "metrics.jsonl"))[:steps]
+
+
+def latest_checkpoint_step(run: Path) -> int:
+    good, _ = usable_checkpoints(run / "checkpoints")
+    return json.loads((good[0] / "trainer_state.json").read_text())["step"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_or_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_and_resumes(sig, reference_run, tmp_path):
-    run = tmp_path / "term"
-    cmd = [sys.executable, "-m", "fr3e.cli.train", "--config", str(ROOT / "reproduce/configs/tiny-fr3e.yaml"),
-           "--run-dir", str(run), "--cache-dir", str(CACHE), "--no-progress"] + sum((["--set", s] for s in SMALL), [])
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and len(read_jsonl(run / "metrics.jsonl")) < 1:
+def test_kill_9_sigterm_and_ctrl_c_anywhere_then_resume_matches_the_uninterrupted_run(reference_run, attempts):
+    """One run directory interrupted five times, each attempt of the training command resuming from what the one
+    before left; the sixth finishes equal to the uninterrupted run:
+
+    1. kill -9 in step 2's generation, before the first checkpoint: the next attempt starts over;
+    2. SIGTERM from outside once that attempt logged step 1: it stops after step 1 or 2 with a checkpoint there;
+    3. kill -9 in step 4's update, with step 3 logged after the last checkpoint (step 2);
+    4. SIGINT (Ctrl-C) in step 3's generation: it stops after step 3 with a checkpoint out of schedule;
+    5. kill -9 in step 4's checkpoint write (files written, no manifest);
+    6. the same command once more: it resumes from step 3 and finishes.
+    """
+    run = attempts.run
+    metrics = run / "metrics.jsonl"
+
+    def killed(target, rows):
+        code, log = attempts((target, rows, signal.SIGKILL))
+        assert code == -signal.SIGKILL, log[-2000:]
+        assert not (run / "DONE").exists()
+
+    def stopped(code, log, sig, step):
+        assert code != 0 and f"stopped by {sig.name} after step {step} of 4" in log, log[-2000:]
+        assert "Run the same command" in log and "Traceback" not in log
+        assert latest_checkpoint_step(run) == step  # a checkpoint at the stopping step
+        logged_as_reference(reference_run, run, step)
+
+    # 1: no checkpoint yet
+    killed(GENERATION, 1)
+    assert usable_checkpoints(run / "checkpoints")[0] == []
+    logged_as_reference(reference_run, run, 1)
+
+    # 2: the command again starts over; SIGTERM once its own step 1 is logged (attempt 1's row dropped first)
+    attempts.start()
+    started_over, deadline = False, time.time() + 300
+    while time.time() < deadline and attempts.running():
+        rows = len(read_jsonl(metrics))
+        started_over = started_over or rows == 0
+        if started_over and rows >= 1:
+            break
         time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before the signal"
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode != 0 and f"stopped by {sig.name} after step" in err and "Run the same command" in err
-    assert "Traceback" not in err
-    stopped = json.loads(next(iter(sorted((run / "checkpoints").glob("step-*/trainer_state.json")))).read_text())
-    assert stopped["step"] == len(read_jsonl(run / "metrics.jsonl")) < 4  # a checkpoint at the stopping step
-    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1")).returncode == 0
-    assert_same_run(reference_run, run)
+    assert attempts.running(), "the run ended before the signal"
+    os.kill(attempts.pid, signal.SIGTERM)
+    code, log = attempts.wait()
+    first_stop = len(read_jsonl(metrics))
+    assert first_stop in (1, 2), log[-2000:]
+    stopped(code, log, signal.SIGTERM, first_stop)
 
+    # 3: resumed from step 1 or 2, killed in step 4's update
+    killed(UPDATE, 3)
+    assert latest_checkpoint_step(run) == 2
+    logged_as_reference(reference_run, run, 3)
 
-KILL_AT = {
-    # where: (module attribute to wrap, call number at which the process SIGKILLs itself)
-    "generation": ("fr3e.engines.hf:HFEngine.generate", 5),  # step 3's first generate call (2 per step)
-    "update": ("fr3e.training.trainer:policy_loss", 3),  # inside step 3's backward passes
-    "checkpoint write": ("fr3e.training.resume:write_manifest", 2),  # step 4's checkpoint: files written, no manifest
-}
+    # 4: resumed from step 2 (step 3's row dropped), Ctrl-C in step 3's first generation
+    stopped(*attempts((GENERATION, 2, signal.SIGINT)), signal.SIGINT, 3)
 
-KILLER = """
-import importlib, os, signal, sys
-target, count = sys.argv[1], int(sys.argv[2])
-module_name, attr = target.split(":")
-module = importlib.import_module(module_name)
-owner, name = (getattr(module, attr.split(".")[0]), attr.split(".")[1]) if "." in attr else (module, attr)
-real = getattr(owner, name)
-calls = [0]
-def wrapped(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] == count:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(*args, **kwargs)
-setattr(owner, name, wrapped)
-from fr3e.cli.train import main
-sys.exit(main(sys.argv[3:]))
-"""
+    # 5: resumed from step 3, killed writing step 4's checkpoint
+    killed(CHECKPOINT_WRITE, 4)
+    assert [p.name for p in usable_checkpoints(run / "checkpoints")[0]] == ["step-000003", "step-000002"]
+    partial = run / "checkpoints" / ".tmp-step-000004"
+    assert partial.is_dir() and any(partial.iterdir()) and not (partial / "manifest.json").exists()
+    logged_as_reference(reference_run, run, 4)
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("where", list(KILL_AT))
-def test_kill_9_anywhere_then_resume_matches_the_uninterrupted_run(where, reference_run, tmp_path):
-    run = tmp_path / "killed"
-    args = ["--config", str(ROOT / "reproduce/configs/tiny-fr3e.yaml"), "--run-dir", str(run), "--cache-dir",
-            str(CACHE), "--no-progress"] + sum((["--set", s] for s in SMALL), [])
-    target, count = KILL_AT[where]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    killed = subprocess.run([sys.executable, "-c", KILLER, target, str(count), *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert not (run / "DONE").exists()
-    resumed = subprocess.run([sys.executable, "-m", "fr3e.cli.train", *args], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # 6: resumed from step 3 (the partial checkpoint skipped) to the end
+    code, log = attempts()
+    assert code == 0, log[-2000:]
     assert_same_run(reference_run, run)

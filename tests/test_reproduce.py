@@ -5,12 +5,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from fr3e.cli import reproduce as reproduce_cli
 from fr3e.study import reproduction as reproduce
 
+# nbformat is imported inside the tests that read notebooks: importing it costs seconds (a JSON-schema format
+# grammar), which a test process that runs none of them then never pays.
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
@@ -73,6 +74,8 @@ def test_dry_run_plans_every_notebook_in_order():
 
 
 def test_strip_outputs_trims_streams_and_huge_outputs():
+    import nbformat
+
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("x")
     cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="a" * 50 + "TAIL"),
@@ -90,6 +93,8 @@ def test_every_artefact_has_its_notebook():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_committed_clean(path):
+    import nbformat
+
     nb = nbformat.read(str(path), as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -108,6 +113,8 @@ def test_notebook_committed_clean(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_defaults_are_the_smoke_values(path):
+    import nbformat
+
     nb = nbformat.read(str(path), as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     values = {}

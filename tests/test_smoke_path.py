@@ -22,7 +22,11 @@ def test_random_qwen2_loads_with_tokenizer(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_pipeline_on_cpu(tmp_path):
-    summary = gpu_smoke(tmp_path, steps=2, engine="hf")
+    # The GPU sizes shrunk for the CPU (a random model runs nearly every response to the token limit): the same
+    # plumbing (generation, update, engine sync, probe, the step-2 checkpoint, final evaluation, model), less work.
+    small = ["data.prompts_per_step=4", "data.max_response_tokens=32", "data.eval_problems=4", "data.eval_n=2",
+             "probe_prompts=4", "probe_n=2"]
+    summary = gpu_smoke(tmp_path, steps=2, engine="hf", overrides=small)
     assert summary["steps"] == 2 and summary["generated_tokens"] > 0
     assert (tmp_path / "run-hf" / "DONE").exists()
     assert summary["engine"] == "hf"

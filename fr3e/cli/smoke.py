@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from fr3e.training.config import recipe_dir
@@ -57,8 +58,12 @@ def vllm_usable() -> bool:
     return True
 
 
-def gpu_smoke(out: str | Path = "runs/gpu-smoke", steps: int = 3, engine: str | None = None) -> dict:
-    """Run the smoke pipeline; returns a summary (device, engine, seconds, tokens/s, metrics of the last step)."""
+def gpu_smoke(out: str | Path = "runs/gpu-smoke", steps: int = 3, engine: str | None = None,
+              overrides: Sequence[str] = ()) -> dict:
+    """Run the smoke pipeline; returns a summary (device, engine, seconds, tokens/s, metrics of the last step).
+
+    overrides: config values (`--set` syntax) applied after the smoke's own, e.g. smaller sizes on a CPU.
+    """
     import torch
 
     from fr3e.training.config import load_config
@@ -71,10 +76,10 @@ def gpu_smoke(out: str | Path = "runs/gpu-smoke", steps: int = 3, engine: str | 
         build_random_qwen2(model_dir)
     engine = engine or ("vllm" if vllm_usable() else "hf")
     cuda = torch.cuda.is_available()
-    overrides = [f"model.base={model_dir}", f"steps={steps}", f"rollout.engine={engine}", "checkpoint_every=2",
-                 f"model.dtype={'bfloat16' if cuda else 'float32'}", "data.prompts_per_step=8",
-                 "data.eval_problems=32", "data.eval_n=4", "grpo.max_refill_rounds=0", "name=gpu-smoke"]
-    config = load_config(recipe_dir() / "tiny-fr3e.yaml", overrides)
+    smoke = [f"model.base={model_dir}", f"steps={steps}", f"rollout.engine={engine}", "checkpoint_every=2",
+             f"model.dtype={'bfloat16' if cuda else 'float32'}", "data.prompts_per_step=8",
+             "data.eval_problems=32", "data.eval_n=4", "grpo.max_refill_rounds=0", "name=gpu-smoke"]
+    config = load_config(recipe_dir() / "tiny-fr3e.yaml", smoke + list(overrides))
     start = time.perf_counter()
     run = train(config, out / f"run-{engine}", progress=True)
     seconds = time.perf_counter() - start

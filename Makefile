@@ -40,8 +40,8 @@ unit: $(STAMP)  ## unit tests only (maths, config, tiny world), no smoke runs
 nbval: $(STAMP)  ## run every notebook with its smoke defaults under nbval
 	$(VENV)/bin/pytest -q --nbval-lax -p no:cacheprovider notebooks/
 
-# The notebooks (nbval, one kernel at a time, 1 thread) run beside the tests on 2 workers: the workers leave about
-# a third of the two cores idle. The notebooks have a session of their own, without workers: nbval keeps one kernel
+# The notebooks (nbval, one kernel at a time, 1 thread) run beside the tests on 3 workers (2 left the cores part idle: the
+# tests wait on their subprocesses; 3 took the parallel phase from 455 s to 362 s). The notebooks have a session of their own, without workers: nbval keeps one kernel
 # per notebook only while its cells run back to back, which pytest-xdist does not guarantee. Each worker takes whole
 # test files (`--dist loadfile`), so a file's module-scoped fixtures (a reference training run, a two-process
 # launch) are built once, on one worker (`--dist loadgroup` with a group per file spreads a file's tests over both
@@ -57,7 +57,7 @@ test: $(STAMP)  ## ruff + the layer rule + tests on 2 workers beside nbval (what
 	@OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --junitxml=runs/test-report/notebooks.xml \
 	    notebooks/ > runs/test-report/notebooks.log 2>&1 & nb=$$!; \
 	echo ">> notebooks under nbval in the background (log: runs/test-report/notebooks.log)"; \
-	$(VENV)/bin/pytest -q -p no:cacheprovider -p no:nbval -n 2 --dist loadfile -m "not timing" \
+	$(VENV)/bin/pytest -q -p no:cacheprovider -p no:nbval -n 3 --dist loadfile -m "not timing" \
 	    --junitxml=runs/test-report/tests.xml tests; tests=$$?; \
 	wait $$nb; notebooks=$$?; echo ">> notebooks (nbval):"; tail -n 25 runs/test-report/notebooks.log; \
 	test $$tests -eq 0 && test $$notebooks -eq 0

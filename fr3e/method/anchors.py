@@ -9,7 +9,7 @@ Rules (each one tested):
 - fewer eligible positions than K give fewer anchors, padded with -1, never garbage.
 
 Deviation from the authors' code: they take the K lowest-log-prob tokens (surprisal; a scorer option
-here) and compute them on a re-ordered batch, so anchors can belong to another response (defect 1).
+here) and compute them on a re-ordered batch, so anchors can belong to another response.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Given a base trajectory τ (response token ids) with anchors a_1 < ... < a_K, th
     S_j = q ⊕ τ[:a_j]          (the prefix ends just before the anchor, so the anchor token is re-sampled)
 
 Deviations from the authors' code, each deliberate:
-- prefixes are token ids, never decoded text re-tokenized (defect 4: not token-exact, splits UTF-8);
+- prefixes are token ids, never decoded text re-tokenized (decoding and re-tokenizing is not token-exact and can split UTF-8);
 - every state carries an explicit key (prompt_id, trajectory_id, state_index) and everything downstream
   (values, α, advantages) is looked up by key, never by row position (defects 1, 2 and 5);
 - S_0 is built once per prompt and shared (the authors re-create it per trajectory and sample it twice).

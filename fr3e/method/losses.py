@@ -9,7 +9,7 @@ Aggregation: "token-mean" = Σ l / (number of valid tokens in the *whole* batch)
 sequences of each sequence's token mean. The normaliser can be passed in (`num_tokens` / `num_seqs`) so
 micro-batches and ranks share one global normalisation.
 
-Deviation from the authors' code: their token mean is per micro-batch (defect 9), which re-weights
+Deviation from the authors' code: their token mean is per micro-batch, which re-weights
 sequences by the micro-batch they land in; ours is global. No KL term and no entropy bonus (as theirs).
 """
 

@@ -9,7 +9,7 @@ Variants (config `fr3e.modulation`):
 
 A state whose value rose over its predecessor is damped (α < 1), one whose value fell is amplified.
 Deviation from the authors' code: the predecessor is the true S_{j-1}, not the previous state that
-survived filtering (defect 3). For `official`, a chain whose changes are all 0 (Σ|δ|^1.5 = 0) gives α = 1
+survived filtering. For `official`, a chain whose changes are all 0 (Σ|δ|^1.5 = 0) gives α = 1
 instead of dividing by zero.
 """
 

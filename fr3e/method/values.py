@@ -8,7 +8,7 @@ to trust it (M = 16 gives ±0.2 around 0.5), which the walkthrough notebook show
 
 Deviation from the authors' code: values are computed for *every* state before dynamic sampling
 filters groups (they compute them after, so a filtered state vanishes from its trajectory's chain and the
-next state is compared with an older one: defect 3). Their v_j is the share of positive advantages,
+next state is compared with an older one). Their v_j is the share of positive advantages,
 which equals the mean reward except for all-right groups (where it is 0 instead of 1).
 """
 

@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed-$(ENV_HASH)
 # Profile: `tiny` (CPU, embedded world) or `paper` (Qwen2.5 on a GPU node). Default: paper when CUDA GPUs
 # are visible, tiny otherwise; the choice is printed by the reproduce driver.
 PROFILE ?= auto
+# Tiny world: `paths` (a digraph with real forks: the studied world, results/) or `arithmetic` (the control without
+# forks, results/arithmetic/). The paper profile ignores it.
+WORLD ?= paths
 NOTEBOOKS := walkthrough table1 entropy length advantage all_right
 
 .DEFAULT_GOAL := help
@@ -66,19 +69,19 @@ test: $(STAMP)  ## ruff + the layer rule + tests on 2 workers beside nbval (what
 	@$(PY) tests/slowest.py runs/test-report/tests.xml runs/test-report/timing.xml runs/test-report/notebooks.xml
 
 reproduce: $(STAMP)  ## run every notebook in order with papermill (tiny profile on CPU), write results/
-	$(PY) -m fr3e.cli.reproduce --profile $(PROFILE) all
+	$(PY) -m fr3e.cli.reproduce --profile $(PROFILE) --world $(WORLD) all
 
 $(addprefix reproduce-,$(NOTEBOOKS)): reproduce-%: $(STAMP)  ## (one per artefact) e.g. make reproduce-table1 PROFILE=tiny|paper
-	$(PY) -m fr3e.cli.reproduce --profile $(PROFILE) $*
+	$(PY) -m fr3e.cli.reproduce --profile $(PROFILE) --world $(WORLD) $*
 
 reproduce-compute: $(STAMP)  ## FR3E vs GRPO++ at equal steps, tokens and wall time (tiny, 24 runs, ~50 min on 2 cores; not in reproduce)
-	$(PY) -m fr3e.cli.reproduce --profile tiny compute
+	$(PY) -m fr3e.cli.reproduce --profile tiny --world $(WORLD) compute
 
 reproduce-ablations: $(STAMP)  ## K, M, scorer and modulation one at a time (tiny, 30 runs, ~58 min on 2 cores; not in reproduce)
-	$(PY) -m fr3e.cli.reproduce --profile tiny ablations
+	$(PY) -m fr3e.cli.reproduce --profile tiny --world $(WORLD) ablations
 
 smoke: $(STAMP)  ## every notebook with smoke parameters (fast, results to runs/smoke)
-	$(PY) -m fr3e.cli.reproduce --profile tiny --smoke all
+	$(PY) -m fr3e.cli.reproduce --profile tiny --world $(WORLD) --smoke all
 
 lab: $(STAMP)  ## open JupyterLab on notebooks/
 	$(VENV)/bin/jupyter lab notebooks/

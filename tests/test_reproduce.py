@@ -161,3 +161,19 @@ def test_reproduce_record_names_notebooks_relative_to_the_repository(tmp_path):
         "results/table1/02_table1.ipynb"
     outside = tmp_path / "x.ipynb"
     assert reproduce._repo_relative(outside) == str(outside.resolve())
+
+
+def test_world_parameters_and_results_folders():
+    """The studied world writes results/, the control world results/<world>/; smoke runs keep their folder and
+    carry the world; an unknown world is one error naming the worlds."""
+    assert reproduce.full_parameters("tiny")["world"] == "paths"
+    assert reproduce.full_parameters("tiny")["results_dir"] == "../results"
+    control = reproduce.full_parameters("tiny", "arithmetic")
+    assert (control["world"], control["results_dir"]) == ("arithmetic", "../results/arithmetic")
+    smoke = reproduce.parameters_for("tiny", True, world="arithmetic")
+    assert smoke["world"] == "arithmetic" and smoke["results_dir"] == reproduce.SMOKE_PARAMETERS["results_dir"]
+    with pytest.raises(ValueError, match="choose one of arithmetic, paths"):
+        reproduce.reproduce(["table1"], "tiny", dry_run=True, world="maze")
+    record = reproduce.reproduce(["table1"], "tiny", dry_run=True, world="arithmetic")
+    assert record["world"] == "arithmetic"
+    assert record["notebooks"]["table1"]["parameters"]["results_dir"] == "../results/arithmetic"

@@ -443,6 +443,22 @@ def test_results_readme_is_built_from_summaries(tmp_path):
     assert "total wall time 61 s" in text and "Table 1" not in text
 
 
+def test_results_readme_keeps_a_control_world_with_its_table_and_commit(tmp_path):
+    control = tmp_path / "arithmetic"
+    (control / "table1").mkdir(parents=True)
+    row = {"model": "general", "system": "FR3E", "easy": "70.1", "medium": "40.2", "hard": "3.0", "avg": "37.8",
+           "seeds": 5}
+    (control / "table1" / "summary.json").write_text(json.dumps({"table": [row]}))
+    (control / "reproduce.json").write_text(json.dumps({"git_sha": "abc123"}))  # written before worlds existed
+    (control / "README.md").write_text("# control\n")
+    (tmp_path / "reproduce.json").write_text(json.dumps({"profile": "tiny", "profile_reason": "test",
+                                                         "git_sha": "def", "world": "paths"}))
+    text = results.results_readme(tmp_path)
+    assert text.startswith("# Results of the tiny-profile reproduction: the paths world")
+    assert "## Control: the arithmetic world" in text and "git `abc123`" in text
+    assert "| general | FR3E | 70.1 | 40.2 | 3.0 | 37.8 | 5 |" in text
+
+
 def test_claims_from_committed_results(tmp_path, final):
     # table1: rebuilt from the stored deltas (the paired intervals), no run directories needed
     table1 = tmp_path / "table1"
@@ -471,10 +487,11 @@ def test_claims_from_committed_results(tmp_path, final):
     assert stored["claims"][0]["verdict"] == rows[0]["verdict"] and stored["claims"][0]["ci_low"] is None
 
 
-def test_committed_readme_verdicts_are_verdicts_and_say_their_role():
-    readme = Path(__file__).resolve().parent.parent / "results" / "README.md"
+@pytest.mark.parametrize("folder", ["results", "results/arithmetic"])
+def test_committed_readme_verdicts_are_verdicts_and_say_their_role(folder):
+    readme = Path(__file__).resolve().parent.parent / folder / "README.md"
     if not readme.exists():
-        pytest.skip("no committed results/README.md")
+        pytest.skip(f"no committed {folder}/README.md")
     text = readme.read_text()
     header = "| claim | model | paper | ours | verdict | role |"
     assert header in text and "## Primary claims" in text

@@ -169,3 +169,28 @@ def test_an_unresolved_matched_run_counts_its_expected_steps(tmp_path):
     status.set(jobs.Job("fr3e-general-s0", "run", "general"), "pending")
     assert status.jobs["grpo_pp_matched-general-s0"]["steps"] == 50 and "steps" not in status.jobs["fr3e-general-s0"]
     assert "steps 0/50" in launch.progress_line({"jobs": status.jobs}, now=0)
+
+
+def test_a_world_has_its_own_run_folder_and_warm_start(tmp_path):
+    """A recipe of the path world plans its runs under <runs_root>/tiny-paths/ and its warm start in that world, so
+    the two worlds never share a run directory or a base model."""
+    recipes = {}
+    for method in ("grpo_pp", "fr3e"):
+        path = tmp_path / f"tiny-paths-{method}.yaml"
+        path.write_text(RECIPE.format(method=method) + "data:\n  world: paths\n")
+        recipes[method] = path
+    planned = jobs.plan_jobs(recipes, ["general"], [0], None, tmp_path / "runs", [], cache_dir=tmp_path / "cache")
+    warm = [j for j in planned if j.kind == "warm_start"]
+    assert [(j.model, j.world) for j in warm] == [("general", "paths")]
+    assert "world='paths'" in jobs._default_command(warm[0], None, tmp_path / "cache")[-1]
+    assert {j.info.run_dir.parent for j in planned if j.kind == "run"} == {tmp_path / "runs" / "tiny-paths"}
+    assert all(j.deps == ["warm-start-general"] for j in planned if j.kind == "run")
+
+
+def test_recipes_and_folders_of_each_world():
+    assert runs.recipes("tiny")["fr3e"].name == "tiny-fr3e.yaml"
+    assert runs.recipes("tiny", "paths")["grpo_pp"].name == "tiny-paths-grpo_pp.yaml"
+    assert (runs.profile_dir("tiny"), runs.profile_dir("tiny", "paths"), runs.profile_dir("paper", "paths")) == \
+        ("tiny", "tiny-paths", "paper")
+    with pytest.raises(ValueError, match="unknown tiny world 'maze'"):
+        runs.recipes("tiny", "maze")

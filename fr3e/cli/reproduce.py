@@ -34,13 +34,18 @@ def _main(argv: Sequence[str]) -> int:
                         help=f"all (default; without {' and '.join(STUDIES)}) or any of: {', '.join(NOTEBOOKS)}")
     parser.add_argument("--profile", default="auto", choices=("auto", "tiny", "paper"),
                         help="auto: paper when CUDA GPUs are visible, tiny otherwise")
+    parser.add_argument("--world", default=None, metavar="WORLD",
+                        help="tiny world: paths (default; real forks, results/) or arithmetic (the control without "
+                             "forks, results/arithmetic/)")
     parser.add_argument("--smoke", action="store_true", help="fast smoke parameters (the notebooks' defaults)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and parameters, run nothing")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
-        record = reproduce(args.targets, args.profile, args.smoke, args.dry_run)
+        from fr3e.study.runs import STUDY_WORLD
+
+        record = reproduce(args.targets, args.profile, args.smoke, args.dry_run, world=args.world or STUDY_WORLD)
     except ProfileError as exc:  # a GPU-only profile without GPUs (a SystemExit, so select_profile exits alone)
         raise UserError(_one_line(str(exc.code))) from None
     except ValueError as exc:  # unknown artefact, --smoke with the paper profile (--debug: both tracebacks)

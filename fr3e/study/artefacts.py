@@ -145,15 +145,17 @@ def results_readme(results_dir: str | Path) -> str:
     if (results_dir / "reproduce.json").exists():
         record = json.loads((results_dir / "reproduce.json").read_text())
     total = record.get("total_seconds")
-    lines = ["# Results of the tiny-profile reproduction", "",
+    world = record.get("world", "arithmetic")  # records written before the path world are arithmetic
+    lines = [f"# Results of the tiny-profile reproduction: the {world} world", "",
              "Written by `make reproduce` (`python -m fr3e.cli.reproduce`) from the `summary.json` of each artefact; "
              "every number comes from the runs named in that folder's `provenance.json`, whose configs and "
              "environments sit in the run directories. The tiny profile is a CPU miniature of the paper's "
-             "pipeline (generated arithmetic, a 0.4M-parameter model): its numbers test the mechanics and the "
-             "direction of each claim, not the paper's magnitudes.", ""]
+             f"pipeline ({WORLD_TEXT.get(world, world)}, a model under 1M parameters): its numbers test the "
+             "mechanics and the direction of each claim, not the paper's magnitudes.", ""]
     if record:
         lines += [f"Profile `{record.get('profile')}` ({record.get('profile_reason')}), git `{record.get('git_sha')}`, "
                   f"total wall time {total:.0f} s." if total else "", ""]
+    lines += _control_readme(results_dir)
     lines += [f"Statistics: {STATISTICS}", ""]
     summaries = {name: json.loads(path.read_text()) for name in ARTEFACT_TITLES
                  if (path := results_dir / name / "summary.json").exists()}
@@ -177,6 +179,36 @@ def results_readme(results_dir: str | Path) -> str:
         if claims[artefact]:
             lines += [_md_table(claims[artefact], ["claim", "model", "paper", "ours", "verdict", "role"])]
     return "\n".join(lines).rstrip() + "\n"
+
+
+WORLD_TEXT = {
+    "arithmetic": "generated arithmetic with one worked solution per problem, so a response has no real forks",
+    "paths": "paths in a fixed 48-node digraph, many correct paths per problem and free length",
+}
+"""How the README header describes each tiny world."""
+
+
+def _control_readme(results_dir: Path) -> list[str]:
+    """A section on each control world reproduced into a subfolder (`results/<world>/`, e.g. arithmetic): its Table 1
+    and its commit, linking to its own README for every verdict."""
+    lines: list[str] = []
+    for sub in sorted(p for p in results_dir.iterdir() if p.is_dir() and (p / "README.md").exists()):
+        record_path = sub / "reproduce.json"
+        record = json.loads(record_path.read_text()) if record_path.exists() else {}
+        world = record.get("world", sub.name)
+        lines += [f"## Control: the {world} world", "",
+                  f"`{sub.name}/` holds the same reproduction on the {world} world ({WORLD_TEXT.get(world, world)}), "
+                  f"git `{record.get('git_sha', '?')}`; `{sub.name}/README.md` gives every verdict there. Where a "
+                  "response has nothing to branch on, FR3E has nothing to find: that is a finding, kept as a control.",
+                  ""]
+        table1 = sub / "table1" / "summary.json"
+        if table1.exists():
+            table = json.loads(table1.read_text()).get("table") or []
+            cols = [c for c in ("model", "system", "easy", "medium", "hard", "avg", "seeds") if table and c in table[0]]
+            if table:
+                lines += [f"Table 1 on the {world} world, avg@16 in % (mean ± std over seeds):", "",
+                          _md_table(table, cols)]
+    return lines
 
 
 def rederive_verdict(row: dict) -> dict:

@@ -22,6 +22,7 @@ from fr3e.study.runs import (
     accelerate_command,
     final_eval_path,
     matched_group_size,
+    profile_dir,
     run_name,
     safe_name,
     train_command,
@@ -48,6 +49,7 @@ class Job:
     resolve: Callable[[], tuple[RunInfo, list[str]]] | None = None
     eval_problems: int | None = None  # kind "eval": problems per split
     expected_steps: int | None = None  # an unresolved run's steps, for the progress line (its targets' steps)
+    world: str = "arithmetic"  # kind "warm_start": the tiny world whose base model `model` is (data.world)
 
     @property
     def done(self) -> bool:
@@ -74,12 +76,13 @@ def plan_jobs(recipes: dict, models: Sequence[str], seeds: Sequence[int], steps:
             raise ValueError(f"recipe {recipe} trains method {config.method!r} but is listed as {method!r}")
         name = run_name(method, model, seed, config.steps, [*extra, *arm_overrides],
                         arm=None if arm == method else arm)
-        info = RunInfo(method, model, seed, config.steps, runs_root / config.profile / name, recipe, arm)
+        run_dir = runs_root / profile_dir(config.profile, config.data.world) / name
+        info = RunInfo(method, model, seed, config.steps, run_dir, recipe, arm)
         if warm_starts and config.profile == "tiny":
-            warm.setdefault(model, config.model.base)
+            warm.setdefault(model, (config.model.base, config.data.world))
         return info, ov + list(extra) + list(arm_overrides) + [f"name={name}"]
 
-    warm: dict[str, str] = {}
+    warm: dict[str, tuple[str, str]] = {}  # model -> (base model, world)
     main: list[Job] = []
     for method in recipes:
         for model in models:
@@ -115,12 +118,12 @@ def plan_jobs(recipes: dict, models: Sequence[str], seeds: Sequence[int], steps:
                     job.resolve = None
                 extra_jobs.append(job)
     warm_jobs = []
-    for model, base in warm.items():
+    for model, (base, world) in warm.items():
         needed = any(not j.done for j in main + extra_jobs if j.model == model)
-        if needed and not _warm_start_cached(base, cache_dir):
-            warm_jobs.append(Job(f"warm-start-{safe_name(model)}", "warm_start", base))
+        if needed and not _warm_start_cached(base, cache_dir, world):
+            warm_jobs.append(Job(f"warm-start-{safe_name(model)}", "warm_start", base, world=world))
     for job in main + extra_jobs:
-        job.deps += [w.key for w in warm_jobs if w.model == warm.get(job.model)]
+        job.deps += [w.key for w in warm_jobs if (w.model, w.world) == warm.get(job.model)]
     matched_targets = {d for j in extra_jobs for d in j.deps if not d.startswith("warm-start-")}
     first = [j for j in main if j.key in matched_targets]
     dependent = [j for j in extra_jobs if any(d in matched_targets for d in j.deps)]
@@ -134,15 +137,18 @@ def plan_jobs(recipes: dict, models: Sequence[str], seeds: Sequence[int], steps:
     return warm_jobs + evals + first + dependent + rest
 
 
-def _warm_start_cached(base: str, cache_dir: Path) -> bool:
-    """True when the tiny base model `base` needs no training (a directory, or its warm start is cached)."""
+def _warm_start_cached(base: str, cache_dir: Path, world: str = "arithmetic") -> bool:
+    """True when the tiny base model `base` of `world` needs no training (a directory, or its warm start is
+    cached)."""
     if Path(base).is_dir():
         return True
-    from fr3e.tasks.warm_start import BASE_MODELS, config_hash
+    from fr3e.tasks.warm_start import base_models, config_hash, directory_name
 
-    if base not in BASE_MODELS:
+    models = base_models(world)
+    if base not in models:
         return True  # the trainer names the problem itself
-    return (cache_dir / f"{base}-{config_hash(base, BASE_MODELS[base], 0)}" / "warm_start.json").exists()
+    key = config_hash(base, models[base], 0, world)
+    return (cache_dir / directory_name(base, key, world) / "warm_start.json").exists()
 
 
 def _default_command(job: Job, accelerate_config, cache_dir: Path) -> list[str]:
@@ -150,7 +156,7 @@ def _default_command(job: Job, accelerate_config, cache_dir: Path) -> list[str]:
         # The trainer warm-starts with the default seed (0) whatever the run's seed: one base model per name.
         code = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout); "
                 "from fr3e.tasks.warm_start import warm_start; "
-                f"warm_start({job.model!r}, cache_dir={str(cache_dir)!r}, progress=False, threads=1)")
+                f"warm_start({job.model!r}, cache_dir={str(cache_dir)!r}, progress=False, threads=1, world={job.world!r})")
         return [sys.executable, "-c", code]
     info = job.info
     if job.kind == "eval":

@@ -156,7 +156,7 @@ def _in_process_starter(launcher, progress: bool, cache_dir: Path) -> Callable[[
 
     def start(job: Job) -> _Handle:
         if job.kind == "warm_start":
-            tiny_model_dir(job.model, cache_dir)
+            tiny_model_dir(job.model, cache_dir, world=job.world)
         elif job.kind == "eval":
             final_eval(job.info.run_dir, job.eval_problems, cache_dir)
         else:

@@ -24,6 +24,7 @@ from fr3e.study.runs import (
     _recipe_for,
     arm_of,
     final_eval_path,
+    profile_dir,
     run_dirs,
     safe_name,
 )
@@ -157,10 +158,11 @@ def final_eval(run_dir: str | Path, problems: int, cache_dir: str | Path = DEFAU
     if evaluator is None:
         from fr3e.evaluation.evaluate import evaluate as evaluator
     start = time.perf_counter()
+    world = {"tiny_world": d.world} if config.profile == "tiny" else {}
     report = evaluator(run_dir / "model", benchmarks=list(d.eval_benchmarks), n=d.eval_n,
                        temperature=d.eval_temperature, top_p=d.eval_top_p, max_new_tokens=d.max_response_tokens,
                        num_problems=problems, seed=derive_seed(config.seed, "eval"),
-                       local_files=d.local_files or None, progress=False)
+                       local_files=d.local_files or None, progress=False, **world)
     path = final_eval_path(run_dir, problems)
     atomic_write_json(path, {"problems": problems, "n": d.eval_n, "seconds": round(time.perf_counter() - start, 2),
                              "rows": eval_rows(report, step=config.steps)})
@@ -228,10 +230,11 @@ def base_evals(
         d = config.data
         settings = {"benchmarks": list(d.eval_benchmarks), "n": d.eval_n, "num_problems": d.eval_problems or None,
                     "temperature": d.eval_temperature, "top_p": d.eval_top_p,
-                    "max_new_tokens": d.max_response_tokens, "seed": seed}
+                    "max_new_tokens": d.max_response_tokens, "seed": seed,
+                    **({"tiny_world": d.world} if config.profile == "tiny" and d.world != "arithmetic" else {})}
         identity = {**settings, **({"local_files": d.local_files} if d.local_files else {})}
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-        path = Path(runs_root) / config.profile / f"base-{safe_name(model)}-{key}.json"
+        path = Path(runs_root) / profile_dir(config.profile, d.world) / f"base-{safe_name(model)}-{key}.json"
         if path.exists():
             logger.info("base model %s: evaluation cached at %s", model, path)
             rows = json.loads(path.read_text())["rows"]
@@ -276,15 +279,16 @@ def _evaluate_paper_base(config, evaluator, settings: dict, cache_dir) -> dict:
 def _base_model_dir(config, cache_dir: str | Path, warm_starter) -> Path:
     if config.profile == "paper":
         return config.model.base  # a hub id or a local directory
-    return tiny_model_dir(config.model.base, cache_dir, warm_starter)
+    return tiny_model_dir(config.model.base, cache_dir, warm_starter, world=config.data.world)
 
 
-def tiny_model_dir(model: str, cache_dir: str | Path = DEFAULT_CACHE, warm_starter=None) -> Path:
+def tiny_model_dir(model: str, cache_dir: str | Path = DEFAULT_CACHE, warm_starter=None,
+                   world: str = "arithmetic") -> Path:
     """A tiny base model's directory: `model` itself when it is a directory (as the trainer accepts),
-    else the cached warm start of that name (trained on first use)."""
+    else the cached warm start of that name in `world` (trained on first use)."""
     if Path(model).is_dir():
         return Path(model)
     if warm_starter is None:
         from fr3e.tasks.warm_start import warm_start as warm_starter
     # The trainer warm-starts with the default seed (0) whatever the run's seed: one base model per name.
-    return Path(warm_starter(model, cache_dir=cache_dir, progress=False))
+    return Path(warm_starter(model, cache_dir=cache_dir, progress=False, world=world))

@@ -11,9 +11,11 @@ of each notebook is added to that provenance, and the total goes to `<results_di
 `all` runs every artefact but the studies (`STUDIES`: compute, ablations), each of which is its own target
 with its own hour of training; running one rewrites `<results_dir>/README.md` like `all` does.
 
-Profiles: `tiny` (CPU, the embedded arithmetic world, minutes to an hour on 2 cores) and `paper` (Qwen2.5
+Profiles: `tiny` (CPU, an embedded world, minutes to an hour on 2 cores) and `paper` (Qwen2.5
 on CUDA GPUs, needs `pip install -e '.[gpu]'` and days of a GPU node). `auto` picks `paper` when
-`torch.cuda.device_count() > 0` and `tiny` otherwise, and says why.
+`torch.cuda.device_count() > 0` and `tiny` otherwise, and says why. The tiny profile studies the path world
+(`fr3e.study.runs.STUDY_WORLD`, results in `results/`); `--world arithmetic` runs the control without forks into
+`results/arithmetic/`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fr3e.study.artefacts import git_sha
-from fr3e.study.runs import PAPER_BASE_MODELS, REPO_ROOT
+from fr3e.study.runs import PAPER_BASE_MODELS, REPO_ROOT, STUDY_WORLD
 from fr3e.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ KERNEL = "python3"
 
 SMOKE_PARAMETERS = {
     "profile": "tiny",
+    "world": STUDY_WORLD,
     "models": ["general"],
     "seeds": [0],
     "steps": 4,
@@ -154,13 +157,22 @@ def select_profile(requested: str = "auto", device_count: int | None = None) -> 
     return "paper", f"requested with --profile paper ({n} CUDA GPU(s))"
 
 
-def full_parameters(profile: str) -> dict:
-    """The full-reproduction parameters of a profile (what `make reproduce` injects)."""
+def results_dir_of(world: str = STUDY_WORLD) -> str:
+    """Where a full tiny reproduction writes (notebook-relative): `../results` for the studied world,
+    `../results/<world>` for another (the arithmetic control: `../results/arithmetic`)."""
+    from fr3e.tasks.worlds import get_world
+
+    get_world(world)  # a clear error for an unknown world
+    return "../results" if world == STUDY_WORLD else f"../results/{world}"
+
+
+def full_parameters(profile: str, world: str = STUDY_WORLD) -> dict:
+    """The full-reproduction parameters of a profile (what `make reproduce` injects); `world`: the tiny world."""
     if profile == "tiny":
-        return {**SMOKE_PARAMETERS, "models": ["general", "math"], "seeds": list(TINY_SEEDS), "steps": None,
-                "eval_n": 16, "eval_problems": TINY_EVAL_PROBLEMS, "overrides": [], "runs_root": "../runs",
-                "results_dir": "../results", "controls": ["coin", "matched"], "smooth": 5, "m": 16,
-                **STUDY_PARAMETERS}
+        return {**SMOKE_PARAMETERS, "world": world, "models": ["general", "math"], "seeds": list(TINY_SEEDS),
+                "steps": None, "eval_n": 16, "eval_problems": TINY_EVAL_PROBLEMS, "overrides": [],
+                "runs_root": "../runs", "results_dir": results_dir_of(world), "controls": ["coin", "matched"],
+                "smooth": 5, "m": 16, **STUDY_PARAMETERS}
     if profile == "paper":
         model = next(iter(PAPER_BASE_MODELS))
         return {**SMOKE_PARAMETERS, "profile": "paper", "models": list(PAPER_BASE_MODELS), "seeds": [0],
@@ -170,9 +182,9 @@ def full_parameters(profile: str) -> dict:
     raise ValueError(f"unknown profile {profile!r}")
 
 
-def parameters_for(profile: str, smoke: bool, notebook: str | Path | None = None) -> dict:
+def parameters_for(profile: str, smoke: bool, notebook: str | Path | None = None, world: str = STUDY_WORLD) -> dict:
     """Parameters to inject: smoke or full values, restricted to the names the notebook declares."""
-    params = copy.deepcopy(SMOKE_PARAMETERS if smoke else full_parameters(profile))
+    params = copy.deepcopy({**SMOKE_PARAMETERS, "world": world} if smoke else full_parameters(profile, world))
     if smoke and profile != "tiny":
         raise ValueError("--smoke runs the tiny profile only")
     if notebook is not None:
@@ -346,23 +358,27 @@ def run_notebook(artefact: str, parameters: dict, progress: bool = True) -> tupl
 
 
 def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False, dry_run: bool = False,
-              device_count: int | None = None) -> dict:
-    """Run the notebooks of `targets` ("all" or artefact names) in order; returns the timing record."""
+              device_count: int | None = None, world: str = STUDY_WORLD) -> dict:
+    """Run the notebooks of `targets` ("all" or artefact names) in order; returns the timing record. world: the
+    tiny world (`fr3e.tasks.worlds`; the paper profile ignores it)."""
     chosen, why = select_profile("tiny" if smoke and profile == "auto" else profile, device_count)
-    logger.info("profile %s (%s)%s", chosen, why, ", smoke parameters" if smoke else "")
+    results_dir_of(world)  # an unknown world fails before anything runs
+    logger.info("profile %s (%s)%s%s", chosen, why, f", world {world}" if chosen == "tiny" else "",
+                ", smoke parameters" if smoke else "")
     names = [t for t in NOTEBOOKS if t in targets or ("all" in targets and t not in STUDIES)]
     unknown = [t for t in targets if t != "all" and t not in NOTEBOOKS]
     if unknown:
         raise ValueError(f"unknown artefact(s) {unknown}; choose from all, {', '.join(NOTEBOOKS)} (all leaves out "
                          f"{' and '.join(STUDIES)})")
     record: dict = {"profile": chosen, "profile_reason": why, "smoke": smoke, "git_sha": git_sha(),
+                    **({"world": world} if chosen == "tiny" else {}),
                     "notebooks": {}, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     start = time.perf_counter()
     results_dir = None
     line = None if dry_run else ProgressLine()
     try:
         for i, artefact in enumerate(names, start=1):
-            params = parameters_for(chosen, smoke, NOTEBOOK_DIR / NOTEBOOKS[artefact])
+            params = parameters_for(chosen, smoke, NOTEBOOK_DIR / NOTEBOOKS[artefact], world)
             results_dir = params.get("results_dir", results_dir)
             logger.info("notebook %d/%d: %s -> %s/%s/", i, len(names), NOTEBOOKS[artefact],
                         params.get("results_dir"), artefact)
@@ -370,7 +386,7 @@ def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False
             if dry_run:
                 record["notebooks"][artefact] = {"parameters": params}
                 continue
-            status = status_path(parameters_for(chosen, smoke))  # runs_root, also for notebooks without runs
+            status = status_path(parameters_for(chosen, smoke, world=world))  # runs_root, also for notebooks without runs
             if i == 1 and status is not None:
                 status.unlink(missing_ok=True)  # count the runs of this reproduction only
             line.follow(f"notebook {i}/{len(names)} {artefact}", status)

@@ -124,15 +124,36 @@ PAPER_BASE_MODELS = {"Qwen/Qwen2.5-7B": "qwen2.5-7b", "Qwen/Qwen2.5-Math-7B": "q
 """Table 1's base models and the stem of their recipes in reproduce/configs/table1/."""
 
 
-def recipes(profile: str = "tiny") -> dict[str, Path | dict[str, Path]]:
+STUDY_WORLD = "paths"
+"""The tiny world the reproduction studies by default (`make reproduce`): paths in a digraph, where a response has
+real forks. `arithmetic` (one worked solution per problem) is the control without forks (`WORLD=arithmetic`)."""
+
+
+def recipe_stem(world: str = "arithmetic") -> str:
+    """The tiny recipes' file stem of a world: `tiny` (arithmetic, the first world) or `tiny-<world>`."""
+    from fr3e.tasks.worlds import get_world
+
+    get_world(world)  # a clear error for an unknown world
+    return "tiny" if world == "arithmetic" else f"tiny-{world}"
+
+
+def profile_dir(profile: str, world: str = "arithmetic") -> str:
+    """The folder under `runs_root` that holds a profile's run directories and base-model evaluations: `tiny`
+    for the arithmetic world, `tiny-<world>` for another tiny world (so two worlds never share a run), `paper`."""
+    return recipe_stem(world) if profile == "tiny" else profile
+
+
+def recipes(profile: str = "tiny", world: str = "arithmetic") -> dict[str, Path | dict[str, Path]]:
     """The method recipes of a profile, baseline first.
 
-    tiny:  {"grpo_pp": reproduce/configs/tiny-grpo_pp.yaml, "fr3e": ...} (the base model is an override);
+    tiny:  {"grpo_pp": reproduce/configs/tiny-grpo_pp.yaml, "fr3e": ...} for the arithmetic world,
+           reproduce/configs/tiny-<world>-<method>.yaml for another world (the base model is an override);
     paper: {"grpo_pp": {"Qwen/Qwen2.5-7B": reproduce/configs/table1/qwen2.5-7b-grpo_pp.yaml, ...}, "fr3e": ...}
-    (one recipe per base model).
+    (one recipe per base model; `world` does not apply).
     """
     if profile == "tiny":
-        paths: dict = {m: CONFIG_DIR / f"tiny-{m}.yaml" for m in METHODS}
+        stem = recipe_stem(world)
+        paths: dict = {m: CONFIG_DIR / f"{stem}-{m}.yaml" for m in METHODS}
         flat = list(paths.values())
     elif profile == "paper":
         paths = {m: {model: CONFIG_DIR / "table1" / f"{stem}-{m}.yaml" for model, stem in PAPER_BASE_MODELS.items()}

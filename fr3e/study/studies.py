@@ -124,20 +124,21 @@ def labels(controls: Sequence[Control] = ()) -> dict[str, str]:
 
 
 # ================================================================================================ runs
-def _tiny_recipes(profile: str) -> dict:
+def _tiny_recipes(profile: str, world: str = "arithmetic") -> dict:
     from fr3e.study.runs import recipes
 
     if profile != "tiny":
         raise ValueError(f"the compute and ablation studies run the tiny profile only (got {profile!r}); on a GPU "
                          "node use `python -m fr3e.cli.reproduce --profile tiny compute` or plan paper runs with "
                          "`make plan-table1`")
-    return recipes("tiny")
+    return recipes("tiny", world)
 
 
 def compute_runs(models: Sequence[str], seeds: Sequence[int], steps: int | None = None, eval_every: int = 20,
                  eval_n: int | None = 16, curve_problems: int = 64, final_problems: int | None = 512,
                  overrides: Sequence[str] = (), runs_root: str | Path = "runs", cache_dir: str | Path | None = None,
-                 profile: str = "tiny", adaptive: bool | None = None, workers: int | None = None) -> list:
+                 profile: str = "tiny", adaptive: bool | None = None, workers: int | None = None,
+                 world: str = "arithmetic") -> list:
     """The compute study's runs (`fr3e.study.runs.ensure_runs`): GRPO++, FR3E and `compute_controls(adaptive)` ×
     models × seeds, each evaluated on `curve_problems` problems every `eval_every` steps and at the end, then
     its final model on `final_problems` (None: no extra evaluation). Returns the RunInfos."""
@@ -146,7 +147,7 @@ def compute_runs(models: Sequence[str], seeds: Sequence[int], steps: int | None 
 
     if eval_every < 1:
         raise ValueError(f"eval_every={eval_every}: the curves need an evaluation every few steps (e.g. 20)")
-    return ensure_runs(_tiny_recipes(profile), models, seeds, steps=steps, runs_root=runs_root,
+    return ensure_runs(_tiny_recipes(profile, world), models, seeds, steps=steps, runs_root=runs_root,
                        overrides=[*overrides, f"eval_every={eval_every}"], eval_n=eval_n, eval_problems=curve_problems,
                        cache_dir=cache_dir or DEFAULT_CACHE, controls=compute_controls(adaptive), workers=workers,
                        final_eval_problems=final_problems or None)
@@ -155,13 +156,14 @@ def compute_runs(models: Sequence[str], seeds: Sequence[int], steps: int | None 
 def ablation_runs(models: Sequence[str], seeds: Sequence[int], steps: int | None = None, eval_every: int = 10,
                   eval_n: int | None = 16, curve_problems: int = 64, final_problems: int | None = 512,
                   overrides: Sequence[str] = (), runs_root: str | Path = "runs", cache_dir: str | Path | None = None,
-                  profile: str = "tiny", values: dict[str, Sequence] | None = None, workers: int | None = None) -> list:
+                  profile: str = "tiny", values: dict[str, Sequence] | None = None, workers: int | None = None,
+                  world: str = "arithmetic") -> list:
     """The ablation runs: the FR3E recipe and one arm per factor value that differs from it (`ablation_controls`;
     values: factor name -> values to try, None: every value of `FACTORS`), evaluated like `compute_runs`."""
     from fr3e.study.launch import ensure_runs
     from fr3e.study.runs import DEFAULT_CACHE
 
-    recipe = _tiny_recipes(profile)["fr3e"]
+    recipe = _tiny_recipes(profile, world)["fr3e"]
     return ensure_runs({"fr3e": recipe}, models, seeds, steps=steps, runs_root=runs_root,
                        overrides=[*overrides, f"eval_every={eval_every}"], eval_n=eval_n, eval_problems=curve_problems,
                        cache_dir=cache_dir or DEFAULT_CACHE, workers=workers,

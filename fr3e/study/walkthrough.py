@@ -30,6 +30,7 @@ def walkthrough(
     split: str = "medium",
     max_new_tokens: int = 128,
     temperature: float = 1.0,
+    world: str = "arithmetic",
 ) -> dict:
     """One FR3E step on one problem, by hand, returned as a samples.jsonl row (plus a few extras).
 
@@ -38,7 +39,8 @@ def walkthrough(
     (`fr3e.method.anchors.select_anchors`), the states S_0..S_k (`fr3e.method.branching.build_states`), m continuations
     per state, their rewards (prefix ⊕ continuation scored), V(S_j) with Wilson 95% intervals
     (`fr3e.method.values`), α for both variants (`fr3e.method.modulation.modulation_factors`) and A = α_paper · Â
-    (`fr3e.method.advantages.group_advantages`). Deterministic in `seed`.
+    (`fr3e.method.advantages.group_advantages`). Deterministic in `seed`. world: the tiny world of the problem
+    (`fr3e.tasks.worlds`).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -49,15 +51,14 @@ def walkthrough(
     from fr3e.method.branching import build_states
     from fr3e.method.entropy import token_entropy
     from fr3e.method.modulation import modulation_factors
-    from fr3e.method.rewards import reward
     from fr3e.method.values import state_values, wilson_interval
-    from fr3e.tasks.arithmetic import make_split
     from fr3e.tasks.tokenizer import load_tokenizer
+    from fr3e.tasks.worlds import get_world, reward
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     tokenizer = load_tokenizer(model_dir)
-    problem = make_split(split, problem_index + 1)[problem_index]
+    problem = get_world(world).make_split(split, problem_index + 1)[problem_index]
     prompt_ids = tokenizer(problem["prompt"]).input_ids
     engine = HFEngine(model, tokenizer)
 
@@ -117,7 +118,7 @@ def walkthrough(
             "reward": float(base_reward),
         }],
         "states": state_rows,
-        "settings": {"model_dir": str(model_dir), "split": split, "problem_index": problem_index, "k": k, "m": m,
+        "settings": {"model_dir": str(model_dir), "world": world, "split": split, "problem_index": problem_index, "k": k, "m": m,
                      "seed": seed, "max_new_tokens": max_new_tokens, "temperature": temperature,
                      "advantages": "A = alpha_paper * (r - mean)"},
     }
@@ -125,17 +126,23 @@ def walkthrough(
 
 def walkthrough_sample(profile: str = "tiny", model: str = "general", problem_index: int | None = None, k: int = 4,
                        m: int = 16, seed: int = 0, cache_dir: str | Path = DEFAULT_CACHE,
-                       runs_root: str | Path = "runs", max_tries: int = 20) -> dict:
+                       runs_root: str | Path = "runs", max_tries: int = 20, world: str = "arithmetic") -> dict:
     """The walkthrough's annotated sample. tiny: `walkthrough` on the warm-started base model `model`, on
     problem `problem_index`, or (None) on the first of `max_tries` problems whose state values differ (so α
     has something to show; the last one tried otherwise); paper: the first annotated sample (with anchors)
-    of the FR3E run of `model` and `seed` under `runs_root` (a 7B model is not sampled by hand here)."""
+    of the FR3E run of `model` and `seed` under `runs_root` (a 7B model is not sampled by hand here). world: the
+    tiny world (`fr3e.tasks.worlds`); its recipe's response budget bounds the samples."""
     if profile == "tiny":
-        model_dir = tiny_model_dir(model, cache_dir)
+        from fr3e.study.runs import recipes
+        from fr3e.training.config import load_config
+
+        budget = load_config(recipes("tiny", world)["fr3e"]).data.max_response_tokens
+        model_dir = tiny_model_dir(model, cache_dir, world=world)
+        one = dict(k=k, m=m, seed=seed, world=world, max_new_tokens=budget)
         if problem_index is not None:
-            return walkthrough(model_dir, problem_index=problem_index, k=k, m=m, seed=seed)
+            return walkthrough(model_dir, problem_index=problem_index, **one)
         for i in range(max_tries):
-            sample = walkthrough(model_dir, problem_index=i, k=k, m=m, seed=seed)
+            sample = walkthrough(model_dir, problem_index=i, **one)
             if len({s["value"] for s in sample["states"]}) > 1:
                 break
         logger.info("walkthrough: problem %d (first whose state values differ)", i)

@@ -197,6 +197,12 @@ def test_compute_controls_add_the_adaptive_arm_when_asked():
     assert [c.arm for c in studies.compute_controls(adaptive=False)] == ["grpo_pp_matched"]
     assert [c.arm for c in studies.compute_controls(adaptive=True)] == ["grpo_pp_matched", "fr3e_adaptive"]
     assert studies.ADAPTIVE.overrides == ("fr3e.adaptive_budget=true",)
+    # a tiny world adds the two fixes for entropy collapse, the bonus with that world's target
+    arms = studies.compute_controls(adaptive=True, world="paths")
+    assert [c.arm for c in arms] == ["grpo_pp_matched", "grpo_pp_entbonus", "grpo_pp_top20", "fr3e_adaptive"]
+    assert arms[1].overrides == ("optim.adaptive_entropy=true", "optim.entropy_target=0.7")
+    assert arms[2].overrides == ("optim.top_entropy_quantile=0.2",) and arms[1].method == arms[2].method == "grpo_pp"
+    assert {"grpo_pp_entbonus", "grpo_pp_top20"} <= set(studies.labels())
 
 
 def test_studies_refuse_the_paper_profile():

@@ -17,6 +17,7 @@ input needs no second full-size temporary.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -132,3 +133,17 @@ def uncertainty_scores(
             return step_boundary_scores(response_ids, mask, delimiter_ids)
         return newline_scores(response_ids, mask, newline_id)
     raise ValueError(f"unknown scorer {scorer!r}; use one of {list(SCORER_NAMES)}")
+
+
+def top_share_threshold(entropies: torch.Tensor, share: float) -> float:
+    """The entropy at or above which a token is among the top `share` of `entropies` (1-D, nats): the
+    ceil(share · N)-th largest value, so at least that many tokens pass `>=` (more where values tie). For
+    policy-gradient updates on the high-entropy minority only ("Beyond the 80/20 Rule", Wang et al. 2025).
+    share: in (0, 1]; 1 returns the minimum (every token passes). Empty input: +inf (no token passes)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share={share}: use a value in (0, 1]")
+    flat = entropies.reshape(-1).float()
+    if flat.numel() == 0:
+        return float("inf")
+    k = max(1, math.ceil(share * flat.numel() - 1e-9))  # 0.2 · 15 is 3.0000000000000004 in floats
+    return float(torch.topk(flat, k).values.min())

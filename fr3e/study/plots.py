@@ -344,7 +344,8 @@ def plot_walkthrough(sample: dict, trajectory_id: int | None = None, cmap: str =
 
 
 # ================================================================================ compute and ablations
-STUDY_COLORS = {"grpo_pp": "#4C72B0", "grpo_pp_matched": "#55A868", "fr3e": "#C44E52", "fr3e_adaptive": "#8172B2"}
+STUDY_COLORS = {"grpo_pp": "#4C72B0", "grpo_pp_matched": "#55A868", "grpo_pp_entbonus": "#64B5CD",
+                "grpo_pp_top20": "#937860", "fr3e": "#C44E52", "fr3e_adaptive": "#8172B2"}
 """Arm colours of the compute study (Table 1's for the arms it shares)."""
 
 

@@ -7,7 +7,8 @@ and `compute_runs` / `ablation_runs`, which ask `fr3e.study.launch.ensure_runs` 
 when finished).
 
 - **Arms.** The compute study trains GRPO++, GRPO++ with matched rollouts (`fr3e.study.runs.CONTROLS["matched"]`),
-  FR3E and FR3E with the adaptive exploration budget (`ADAPTIVE`, the override `fr3e.adaptive_budget=true`).
+  GRPO++ with TRL's adaptive entropy bonus (`entropy_bonus`) and GRPO++ on its top-20% entropy tokens
+  (`TOP_ENTROPY`), FR3E and FR3E with the adaptive exploration budget (`ADAPTIVE`, `fr3e.adaptive_budget=true`).
   The ablations change one factor of the FR3E recipe at a time (`FACTORS`); the recipe's own value is the plain
   FR3E arm, so its runs are shared with the compute study when steps and evaluation agree.
 - **Curves and equal x** (`fr3e.study.curves`): every evaluation on four x axes (steps, generated tokens,
@@ -41,12 +42,29 @@ ADAPTIVE_OVERRIDE = "fr3e.adaptive_budget=true"
 ADAPTIVE = Control("fr3e_adaptive", "fr3e", "FR3E (adaptive budget)", (ADAPTIVE_OVERRIDE,))
 """FR3E with the adaptive exploration budget (our extension, not in the paper): continuations per state in rounds,
 a settled state stops early and its budget moves to unsettled ones."""
-COMPUTE_ARMS = ("grpo_pp", "grpo_pp_matched", "fr3e", "fr3e_adaptive")
+ENTROPY_TARGETS = {"paths": 0.70, "arithmetic": 0.035}
+"""The adaptive entropy bonus's target H̄ per tiny world, set as TRL's documentation advises (close to the entropy
+seen early in training): the mean token entropy of GRPO++'s first step on the `general` base model (paths: 0.694
+nats in the world's scorecard run at the frozen recipe; arithmetic: about 0.035)."""
+
+
+def entropy_bonus(world: str = "arithmetic") -> Control:
+    """GRPO++ with TRL's adaptive entropy bonus (coefficient from 0, ±0.005 per optimizer step, TRL's defaults; the
+    target of `ENTROPY_TARGETS`): the first fix for entropy collapse a TRL user would try."""
+    return Control("grpo_pp_entbonus", "grpo_pp", "GRPO++ (adaptive entropy bonus)",
+                   ("optim.adaptive_entropy=true", f"optim.entropy_target={ENTROPY_TARGETS[world]}"))
+
+
+TOP_ENTROPY = Control("grpo_pp_top20", "grpo_pp", "GRPO++ (top-20% entropy tokens)", ("optim.top_entropy_quantile=0.2",))
+"""GRPO++ whose policy gradient flows through the top 20% highest-entropy tokens only ("Beyond the 80/20 Rule")."""
+
+COMPUTE_ARMS = ("grpo_pp", "grpo_pp_matched", "grpo_pp_entbonus", "grpo_pp_top20", "fr3e", "fr3e_adaptive")
 """The compute study's arms in display order (baseline first)."""
-COMPARISONS = (("fr3e", "grpo_pp"), ("fr3e", "grpo_pp_matched"), ("fr3e_adaptive", "grpo_pp"),
-               ("fr3e_adaptive", "fr3e"))
-"""(arm, baseline) pairs the compute study gives verdicts for: FR3E against both GRPO++ rows, the adaptive
-budget against GRPO++ (the issue's verdicts for its fourth arm) and against plain FR3E (what adapting buys)."""
+COMPARISONS = (("fr3e", "grpo_pp"), ("fr3e", "grpo_pp_matched"), ("fr3e", "grpo_pp_entbonus"),
+               ("fr3e", "grpo_pp_top20"), ("fr3e_adaptive", "grpo_pp"), ("fr3e_adaptive", "fr3e"))
+"""(arm, baseline) pairs the compute study gives verdicts for: FR3E against every GRPO++ row (plain, matched
+rollouts and the two cheap fixes for entropy collapse), the adaptive budget against GRPO++ and against plain FR3E
+(what adapting buys)."""
 
 
 def adaptive_available() -> bool:
@@ -56,11 +74,13 @@ def adaptive_available() -> bool:
     return "adaptive_budget" in {f.name for f in dataclasses.fields(FR3EConfig)}
 
 
-def compute_controls(adaptive: bool | None = None) -> list[Control]:
-    """The compute study's arms beyond the two recipes: matched rollouts and, where the config has it (default:
-    `adaptive_available()`), the adaptive budget."""
+def compute_controls(adaptive: bool | None = None, world: str | None = None) -> list[Control]:
+    """The compute study's arms beyond the two recipes: matched rollouts, where the config has it (default:
+    `adaptive_available()`) the adaptive budget, and with a tiny `world` the two fixes for entropy collapse (the
+    entropy bonus's target is the world's, `ENTROPY_TARGETS`)."""
     adaptive = adaptive_available() if adaptive is None else adaptive
-    return [CONTROLS["matched"], *([ADAPTIVE] if adaptive else [])]
+    fixes = [entropy_bonus(world), TOP_ENTROPY] if world is not None else []
+    return [CONTROLS["matched"], *fixes, *([ADAPTIVE] if adaptive else [])]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +140,8 @@ def ablation_controls(defaults: dict, factors: Sequence[Factor] = FACTORS,
 
 def labels(controls: Sequence[Control] = ()) -> dict[str, str]:
     """Arm -> display label: the Table 1 rows, the adaptive budget and the given controls."""
-    return {**ARM_LABELS, ADAPTIVE.arm: ADAPTIVE.label, **{c.arm: c.label for c in controls}}
+    fixes = (entropy_bonus(), TOP_ENTROPY)
+    return {**ARM_LABELS, ADAPTIVE.arm: ADAPTIVE.label, **{c.arm: c.label for c in (*fixes, *controls)}}
 
 
 # ================================================================================================ runs
@@ -149,7 +170,7 @@ def compute_runs(models: Sequence[str], seeds: Sequence[int], steps: int | None 
         raise ValueError(f"eval_every={eval_every}: the curves need an evaluation every few steps (e.g. 20)")
     return ensure_runs(_tiny_recipes(profile, world), models, seeds, steps=steps, runs_root=runs_root,
                        overrides=[*overrides, f"eval_every={eval_every}"], eval_n=eval_n, eval_problems=curve_problems,
-                       cache_dir=cache_dir or DEFAULT_CACHE, controls=compute_controls(adaptive), workers=workers,
+                       cache_dir=cache_dir or DEFAULT_CACHE, controls=compute_controls(adaptive, world), workers=workers,
                        final_eval_problems=final_problems or None)
 
 

@@ -175,9 +175,38 @@ class OptimConfig:
     micro_batch_size: int = _help(
         "Sequences per forward/backward micro-batch (memory only: normalisation is global).", 64)
     warmup_steps: int = _help("Linear lr warm-up steps; 0 = constant lr (authors' run script).", 0)
+    # The two fixes for entropy collapse a TRL user tries first (TRL GRPOConfig names; not in FR3E or GRPO++).
+    entropy_coef: float = _help(
+        "Entropy bonus: the loss becomes L - coef·H̄, H̄ the mean full-vocabulary entropy of the trained tokens of "
+        "each mini-batch (over every process). 0 disables. With adaptive_entropy, the starting coefficient. TRL: "
+        "entropy_coef.", 0.0)
+    adaptive_entropy: bool = _help(
+        "Adaptive entropy coefficient (Skywork-OR1, TRL use_adaptive_entropy): after each optimizer step the "
+        "coefficient moves up by entropy_coef_delta when that step's H̄ <= entropy_target and down otherwise, "
+        "within [entropy_coef_min, entropy_coef_max]; the bonus applies only while the last H̄ <= entropy_target.",
+        False)
+    entropy_target: float = _help("Target H̄ in nats for adaptive_entropy (TRL default: 0.2).", 0.2)
+    entropy_coef_delta: float = _help("Step of the adaptive coefficient per optimizer step (TRL: 0.005).", 0.005)
+    entropy_coef_min: float = _help("Floor of the adaptive coefficient (TRL: 0).", 0.0)
+    entropy_coef_max: float = _help("Ceiling of the adaptive coefficient (TRL: 1).", 1.0)
+    top_entropy_quantile: float = _help(
+        "Policy-gradient updates on the highest-entropy tokens only (\"Beyond the 80/20 Rule\", Wang et al. 2025; "
+        "TRL top_entropy_quantile): of a batch's trained tokens, the ceil(ρ·N) with the highest entropy under the "
+        "policy that sampled them (ties kept) carry the loss, over every process; the token-mean still divides by "
+        "all N, as in that paper. 1 keeps every token; the paper recommends 0.2.", 1.0)
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, f"optim.lr={self.lr}: the learning rate must be positive.")
+        _check(self.entropy_coef >= 0, f"optim.entropy_coef={self.entropy_coef}: use 0 (off) or a positive bonus.")
+        _check(0 <= self.entropy_coef_min <= self.entropy_coef_max, "optim.entropy_coef_min must be >= 0 and <= "
+               f"optim.entropy_coef_max (got {self.entropy_coef_min} and {self.entropy_coef_max}).")
+        _check(self.entropy_coef_delta >= 0, "optim.entropy_coef_delta must be >= 0.")
+        _check(self.entropy_target >= 0, "optim.entropy_target must be >= 0 nats.")
+        _check(0 < self.top_entropy_quantile <= 1, f"optim.top_entropy_quantile={self.top_entropy_quantile}: "
+               "use a share in (0, 1]; 1 trains every token, 0.2 the top fifth.")
+        _check(self.top_entropy_quantile == 1 or self.loss_aggregation == "token-mean",
+               "optim.top_entropy_quantile < 1 needs optim.loss_aggregation=token-mean (the top-entropy loss divides by "
+               "every trained token of the batch).")
         _check(0 <= self.eps_low < 1, f"optim.eps_low={self.eps_low}: must be in [0, 1) (ratio floor 1-eps_low > 0).")
         _check(self.eps_high >= 0, f"optim.eps_high={self.eps_high}: must be >= 0 (DAPO: 0.28).")
         _check(self.dual_clip == 0 or self.dual_clip > 1, f"optim.dual_clip={self.dual_clip}: use 0 (off) or a "

@@ -86,11 +86,19 @@ def _chunk_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return x.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(x, dim=-1)  # (B, C)
 
 
+def _chunk_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Full-vocabulary entropy (nats) of one slice, differentiable. logits: (B, C, V) any float dtype -> (B, C)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, C, V): fp32 copy of this slice only
+    return -(logp.exp() * logp).sum(-1)
+
+
 def token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, want_entropy: bool = False,
-                   chunk: int = LOGPROB_CHUNK):
+                   chunk: int = LOGPROB_CHUNK, entropy_grad: bool = False):
     """Log-prob of every next token, and optionally the full-vocabulary entropy, aligned on targets.
 
     ids, mask: (B, L). returns logp (B, L-1) fp32 for targets ids[:, 1:], entropy (B, L-1) fp32 or None.
+    entropy_grad: the entropy carries gradients (an entropy bonus in the loss; implies want_entropy), each slice
+    recomputed in the backward pass like the log-probs; otherwise it is computed on detached logits.
 
     Memory: the forward's logits (B, L, V) stay in the model dtype; log-probs are computed over slices of
     `chunk` positions, so no fp32 (B, L, V) copy and no (B, L, V) log_softmax exist at once (at 7B shapes,
@@ -109,10 +117,14 @@ def token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, want_entropy: b
             pieces.append(checkpoint(_chunk_logprobs, lg, tg, use_reentrant=False))
         else:
             pieces.append(_chunk_logprobs(lg, tg))
-        if want_entropy:
+        if entropy_grad and torch.is_grad_enabled() and lg.requires_grad:
+            from torch.utils.checkpoint import checkpoint
+
+            ents.append(checkpoint(_chunk_entropy, lg, use_reentrant=False) * mask[:, 1:][:, s: s + chunk])
+        elif want_entropy or entropy_grad:
             ents.append(entropy_mod.token_entropy(lg.detach(), mask[:, 1:][:, s: s + chunk], chunk=chunk))
     logp = torch.cat(pieces, dim=1)  # (B, L-1)
-    return logp, (torch.cat(ents, dim=1) if want_entropy else None)
+    return logp, (torch.cat(ents, dim=1) if want_entropy or entropy_grad else None)
 
 
 def step_delimiter_ids(config: TrainConfig, tokenizer) -> list[int]:

@@ -39,7 +39,7 @@ class Resumable:
             if self.accelerator.is_main_process:
                 atomic_write_json(tmp / "trainer_state.json", {
                     "step": self.step_index, "stream_position": self.stream.position, "wall": self.wall,
-                    "engine": self.engine.counters.as_dict()})
+                    "engine": self.engine.counters.as_dict(), "entropy_control": self.entropy_control.state()})
                 write_manifest(tmp)
                 self.run.commit_checkpoint(tmp, self.step_index)
         except OSError as exc:
@@ -74,6 +74,7 @@ class Resumable:
         self.step_index = state["step"]
         self.stream.position = state["stream_position"]
         self.wall = state.get("wall", 0.0)
+        self.entropy_control.load(state.get("entropy_control"))
         self.engine.sync_weights(self.accelerator.unwrap_model(self.model))
         if self.accelerator.is_main_process:
             self.run.truncate_logs(self.step_index)

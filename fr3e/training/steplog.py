@@ -103,6 +103,9 @@ class StepLog:
             **{k: timer[k] for k in ("time_generate", "time_score", "time_forward", "time_backward")},
         }
         row.update(self._adaptive_metrics(timer))  # only with fr3e.adaptive_budget on
+        # only with an entropy bonus (the coefficient applied at the last optimizer step, the H̄ it measured) or
+        # top-entropy tokens (the share of trained tokens that carried the loss)
+        row.update({k: stats[k] for k in ("entropy_coef", "bonus_entropy", "entropy_kept_share") if k in stats})
         return row
 
     def _sample_rows(self, works: list[PromptWork], limit: int = 2) -> list[dict]:

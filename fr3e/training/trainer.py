@@ -71,6 +71,7 @@ from fr3e.training.checkpoint import RunLock, RunLocked
 from fr3e.training.collectives import Collectives
 from fr3e.training.config import ConfigError, TrainConfig
 from fr3e.training.distributed import make_accelerator
+from fr3e.training.entropy_control import EntropyControl
 from fr3e.training.errors import TrainingError, TrainingInterrupted
 from fr3e.training.policy import (
     build_engine,
@@ -138,6 +139,7 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
         self._coin = None  # (step, RNG) of the coin reward (config.reward == "coin")
         self.wall = 0.0
         self.delimiter_ids = step_delimiter_ids(config, self.tokenizer) if config.fr3e.scorer == "newline" else None
+        self.entropy_control = EntropyControl(config.optim)  # entropy bonus / top-entropy tokens (off by default)
 
     # -------------------------------------------------------------------------------- components
     def _build_engine(self):
@@ -424,9 +426,10 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
         # Old log-probs and entropy, micro-batched (the same number of forwards on every process).
         t0 = time.perf_counter()
         outs = self._forward_rows(rows, want_entropy=True)
-        old, ent_sum, tok_sum, gap_sum = [], 0.0, 0, 0.0
+        old, ents, ent_sum, tok_sum, gap_sum = [], [], 0.0, 0, 0.0
         for r, s, n, (logp, ent) in zip(rollouts, starts, lens, outs):
             old.append(logp[s: s + n])  # (n,) old log-probs of the continuation tokens
+            ents.append(ent[s: s + n])
             ent_sum += ent[s: s + n].sum().item()
             tok_sum += n
             gap_sum += (logp[s: s + n] - torch.tensor(r.engine_logprobs, dtype=torch.float32)).abs().sum().item()
@@ -436,6 +439,10 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
         ent_sum, tok_sum, gap_sum = self._sum(ent_sum), self._sum(tok_sum), self._sum(gap_sum)
         stats["entropy"] = ent_sum / tok_sum if tok_sum else float("nan")
         stats["logprob_gap"] = gap_sum / max(tok_sum, 1)
+        control = self.entropy_control
+        keep, kept_share = control.keep_masks(ents, self._gather)  # None: every token trains
+        if keep is not None:
+            stats["entropy_kept_share"] = kept_share
         # Mini-batches: whole groups (a group's advantages sum to zero, so the tokens its rollouts share get
         # no net push; split across optimizer steps they would get a random one), seeded order.
         t0 = time.perf_counter()
@@ -445,6 +452,10 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
             part = parts[u] if u < len(parts) else []
             tokens_global = self._sum(sum(lens[i] for i in part))
             seqs_global = self._sum(len(part))
+            bonus = None  # (coefficient, global count of the tokens the bonus averages over)
+            if control.bonus:
+                bonus = (control.applied_coef(), self._sum(sum(int(keep[i].sum()) if keep else lens[i] for i in part)))
+                before = stats["bonus_entropy_sum"]
             micro = [part[s: s + mb] for s in range(0, len(part), mb)]
             n_micro = self._max(len(micro))
             self.optimizer.zero_grad(set_to_none=True)
@@ -452,7 +463,8 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
                 chunk = micro[k] if k < len(micro) else []
                 sync = contextlib.nullcontext() if k == n_micro - 1 else self.accelerator.no_sync(self.model)
                 with sync:
-                    loss, st = self._micro_loss(chunk, rows, starts, lens, adv, old, mb, tokens_global, seqs_global)
+                    loss, st = self._micro_loss(chunk, rows, starts, lens, adv, old, mb, tokens_global, seqs_global,
+                                                keep, bonus)
                     self.accelerator.backward(loss * self.world)
                 for name, v in st.items():
                     stats[name] += float(v)
@@ -470,6 +482,11 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
                 gn = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 stats["grad_norm"] += float(gn) / n_updates
             self.optimizer.step()
+            if bonus is not None:
+                stats["entropy_coef"], stats["bonus_entropy"] = bonus[0], \
+                    self._sum(stats["bonus_entropy_sum"] - before) / max(bonus[1], 1)
+                control.after_step(stats["bonus_entropy"])
+        stats.pop("bonus_entropy_sum", None)
         self.scheduler.step()
         timer["time_backward"] += time.perf_counter() - t0
         stats["loss"] /= max(n_updates, 1)
@@ -484,7 +501,10 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
             m[b, s: s + n] = True
         return m
 
-    def _micro_loss(self, chunk, rows, starts, lens, adv, old, mb, tokens_global, seqs_global):
+    def _micro_loss(self, chunk, rows, starts, lens, adv, old, mb, tokens_global, seqs_global, keep=None,
+                    bonus=None):
+        """One micro-batch's loss and stats. keep: per-rollout masks of the tokens that train (top entropy only);
+        bonus: (coefficient, global token count) of an entropy bonus, None without one (`EntropyControl`)."""
         cfg = self.config.optim
         if not chunk:  # zero-weight pass so every process runs the same number of backward calls
             dummy = rows[:1] or [[self.tokenizer.eos_token_id] * 2]
@@ -492,14 +512,21 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
             logp, _ = token_logprobs(self.model, ids, mask)
             return logp.sum() * 0.0, {}
         ids, mask = pad_right([rows[i] for i in chunk], self.tokenizer.pad_token_id, self.accelerator.device)
-        logp, _ = token_logprobs(self.model, ids, mask)
+        logp, ent = token_logprobs(self.model, ids, mask, entropy_grad=bonus is not None)
         tmask = self._target_mask(logp.shape, [starts[i] for i in chunk], [lens[i] for i in chunk])
         old_logp = torch.zeros(logp.shape)  # (b, L-1)
         for b, i in enumerate(chunk):
             old_logp[b][tmask[b]] = old[i]
+        if keep is not None:  # the loss's token-mean still divides by every trained token (tokens_global)
+            for b, i in enumerate(chunk):
+                tmask[b, starts[i]: starts[i] + lens[i]] = keep[i]
         dev = logp.device
         loss, st = policy_loss(logp, old_logp.to(dev), adv[chunk].to(dev), tmask.to(dev), cfg.eps_low, cfg.eps_high, cfg.dual_clip,
                                cfg.loss_aggregation, num_tokens=max(tokens_global, 1), num_seqs=max(seqs_global, 1))
+        if bonus is not None:
+            ent_sum = (ent * tmask.to(dev)).sum()
+            loss = loss - bonus[0] * ent_sum / max(bonus[1], 1)
+            st["bonus_entropy_sum"] = ent_sum.detach()
         return loss, st
 
     # --------------------------------------------------------------------------------- step

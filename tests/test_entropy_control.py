@@ -106,3 +106,16 @@ def test_a_grpo_pp_run_with_both_fixes_logs_and_checkpoints_them(tmp_path):
     assert all(0.2 <= r["entropy_kept_share"] < 0.3 and r["bonus_entropy"] > r["entropy"] for r in rows)
     states = sorted((run / "checkpoints").glob("*/trainer_state.json"))
     assert [round(json.loads(p.read_text())["entropy_control"]["coef"], 6) for p in states] == [0.1, 0.2]
+
+
+def test_a_run_saved_before_the_options_existed_matches_their_defaults():
+    from fr3e.training.config import diff_configs
+
+    config = load_config(ROOT / "reproduce/configs/tiny-paths-grpo_pp.yaml")
+    saved = config.to_dict()
+    for key in ("entropy_coef", "adaptive_entropy", "entropy_target", "entropy_coef_delta", "entropy_coef_min",
+                "entropy_coef_max", "top_entropy_quantile"):
+        del saved["optim"][key]
+    assert diff_configs(saved, config.to_dict()) == []
+    on = load_config(ROOT / "reproduce/configs/tiny-paths-grpo_pp.yaml", ["optim.top_entropy_quantile=0.2"])
+    assert diff_configs(saved, on.to_dict()) == ["optim.top_entropy_quantile: None -> 0.2"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +23,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from fr3e.study import artefacts, claims, stats  # noqa: E402
+from fr3e.study import artefacts, claims, committed, loaders, stats  # noqa: E402
 from fr3e.study import report as results  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs" / "tiny"
@@ -464,7 +465,7 @@ def test_claims_from_committed_results(tmp_path, final):
     table1 = tmp_path / "table1"
     table1.mkdir()
     (table1 / "summary.json").write_text(json.dumps({"deltas": artefacts._jsonable(results.deltas(final))}))
-    rows = claims.claims_from_committed(table1)
+    rows = committed.claims_from_committed(table1)
     assert [r["verdict"] for r in rows] == [r["verdict"] for r in claims.claim_table1(final)]
     # a training-curve artefact: data.csv holds seed means per step, so the verdict cannot be computed
     entropy = tmp_path / "entropy"
@@ -474,15 +475,15 @@ def test_claims_from_committed_results(tmp_path, final):
                          for m, base in (("fr3e", 0.2), ("grpo_pp", 0.1)) for t, v in ((1, 0.3), (2, 0.3),
                                                                                        (3, base), (4, base))])
     data.to_csv(entropy / "data.csv", index=False)
-    rows = claims.claims_from_committed(entropy)
+    rows = committed.claims_from_committed(entropy)
     assert len(rows) == 4 and all(r["verdict"].startswith("inconclusive (") for r in rows)
     assert "probe-set entropy is not in these committed results" in rows[2]["verdict"]  # runs without probe.jsonl
     # last quarter = step 4: FR3E 0.2 vs GRPO++ 0.1; ratio end / start of the mean curve 0.2/0.3 vs 0.1/0.3
     assert rows[0]["ours"].startswith("FR3E 0.200 vs GRPO++ 0.100 nats")
     assert rows[0]["verdict"] == "inconclusive (+0.100, no interval: per-seed values not committed)"
-    assert rows[0]["interval"] == "none: " + claims.NOT_COMMITTED
+    assert rows[0]["interval"] == "none: " + committed.NOT_COMMITTED
     assert rows[3]["ours"].startswith("FR3E 0.67 vs GRPO++ 0.33")
-    assert claims.recompute_committed_claims(tmp_path) == {"table1": 3, "entropy": 4}
+    assert committed.recompute_committed_claims(tmp_path) == {"table1": 3, "entropy": 4}
     stored = json.loads((entropy / "summary.json").read_text())
     assert stored["claims"][0]["verdict"] == rows[0]["verdict"] and stored["claims"][0]["ci_low"] is None
 
@@ -613,3 +614,45 @@ def test_probe_claim_reads_the_change_from_the_first_probe():
     assert row["n"] == 3 and row["role"] == claims.PRIMARY
     # without probe data the claim is left out, not failed
     assert spec.claim not in set(claims.claims_table(metrics=None, artefacts=["entropy"])["claim"])
+
+
+def _fake_run(root: Path, method: str, seed: int) -> Path:
+    """A run directory with the files the loaders read: 8 steps of entropy, a probe and a final evaluation."""
+    d = root / "tiny-paths" / f"{method}-general-s{seed}-8-abc"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"method": method, "name": d.name, "seed": seed, "steps": 8,
+                                               "model": {"base": "general"}, "profile": "tiny"}))
+    (d / "env.json").write_text("{}")
+    lift = 0.05 * seed + (0.1 if method == "fr3e" else 0.0)
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"step": t, "entropy": 0.7 - 0.03 * t + lift,
+                                                         "entropy_base": 0.6 - 0.02 * t + lift}) + "\n"
+                                             for t in range(1, 9)))
+    (d / "probe.jsonl").write_text("".join(json.dumps({"step": t, "entropy": 0.8 - 0.05 * t + lift}) + "\n"
+                                           for t in (0, 4, 8)))
+    (d / "eval.jsonl").write_text("".join(json.dumps({"step": 8, "benchmark": b, "n": 16, "avg": 0.3 + lift + 0.01 * i,
+                                                      "avg_ci": [0.2, 0.5], "pass": {"16": 0.8}, "greedy": 0.4,
+                                                      "num_problems": 60}) + "\n"
+                                          for i, b in enumerate(("easy", "medium", "hard"))))
+    return d
+
+
+def test_archived_run_logs_recompute_the_verdicts_exactly(tmp_path):
+    from fr3e.study.reproduction import archive_artefact_runs
+
+    dirs = [_fake_run(tmp_path / "runs", m, s) for m in ("grpo_pp", "fr3e") for s in range(3)]
+    results_dir = tmp_path / "results"
+    for artefact in ("table1", "entropy"):
+        (results_dir / artefact).mkdir(parents=True)
+        (results_dir / artefact / "summary.json").write_text(json.dumps({"claims": []}))
+        (results_dir / artefact / "provenance.json").write_text(json.dumps({"run_dirs": [str(d) for d in dirs]}))
+    archived = archive_artefact_runs(results_dir, ["table1", "entropy"])
+    assert len(archived) == 6 and (archived[0] / "metrics.jsonl.gz").exists()
+    assert not (archived[0] / "metrics.jsonl").exists() and (archived[0] / "probe.jsonl").exists()
+    live = claims.claims_table(loaders.load_metrics(dirs), loaders.load_final_evals(dirs), artefacts=["entropy"],
+                               probe=loaders.load_probe(dirs), details=True).to_dict("records")
+    assert committed.claims_from_committed(results_dir / "entropy") == live
+    assert committed.claims_from_committed(results_dir / "table1") == claims.claim_table1(loaders.load_final_evals(dirs))
+    assert any(r["ci_low"] == r["ci_low"] for r in live)  # intervals, not the "not committed" rows
+    # a run whose archive is missing: back to the committed summary (no interval), never a silent partial set
+    shutil.rmtree(archived[0])
+    assert committed.committed_runs(results_dir / "entropy") is None

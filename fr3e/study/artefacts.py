@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from fr3e.study.claims import FAMILY_ALPHA, claim_role, holm_family, with_numbers
-from fr3e.study.runs import REPO_ROOT, RunInfo, run_dirs
+from fr3e.study.runs import REPO_ROOT, RunInfo, archived_run, run_dirs
 from fr3e.study.stats import fmt_verdict, verdict
 from fr3e.study.tables import (
     HALF_WIDTH_TARGET,
@@ -117,6 +117,32 @@ def add_figure(out_dir: str | Path, name: str, figure, source: str, dpi: int = 1
     return path
 
 
+# ======================================================================================== run archive
+ARCHIVED_FILES = ("config.json", "env.json", "eval.jsonl", "probe.jsonl", "final_eval-p*.json")
+"""What a run's archive keeps as it is; metrics.jsonl is kept gzipped (`metrics.jsonl.gz`, read by `read_jsonl`)."""
+
+
+def archive_runs(run_dirs: Sequence[str | Path], results_dir: str | Path) -> list[Path]:
+    """Copy the logs of finished runs into `<results_dir>/runs/` (atomic per file; an archive already complete is
+    rewritten only when the run's files changed). Returns the archive folders."""
+    import gzip
+
+    out = []
+    for run_dir in map(Path, run_dirs):
+        if not (run_dir / "config.json").exists():
+            raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json): nothing to archive")
+        dest = archived_run(results_dir, run_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        for pattern in ARCHIVED_FILES:
+            for src in sorted(run_dir.glob(pattern)):
+                atomic_write_bytes(dest / src.name, src.read_bytes())
+        metrics = run_dir / "metrics.jsonl"
+        if metrics.exists():  # mtime 0: the same log always gives the same bytes
+            atomic_write_bytes(dest / "metrics.jsonl.gz", gzip.compress(metrics.read_bytes(), mtime=0))
+        out.append(dest)
+    return out
+
+
 # ====================================================================================== results README
 ARTEFACT_TITLES = {
     "walkthrough": "Method walkthrough (Fig. 1 made concrete)",
@@ -164,8 +190,11 @@ def results_readme(results_dir: str | Path) -> str:
     lines += _primary_readme(summaries, claims)
     for artefact, summary in summaries.items():
         title = ARTEFACT_TITLES[artefact]
+        prov_path = results_dir / artefact / "provenance.json"
+        sha = json.loads(prov_path.read_text()).get("git_sha") if prov_path.exists() else None
         lines += [f"## {title}", "", f"Folder `{artefact}/`: `figure.png`, `data.csv`, `summary.json`, "
-                  "`provenance.json` and the executed notebook.", ""]
+                  "`provenance.json` and the executed notebook" + (f"; written at git `{sha}`" if sha else "") + ".",
+                  ""]
         if artefact == "table1" and summary.get("table"):
             cols = [c for c in ("model", "system", "easy", "medium", "hard", "avg", "seeds") if c in summary["table"][0]]
             lines += ["avg@16 in % (mean ± std over seeds):", "", _md_table(summary["table"], cols)]

@@ -22,19 +22,15 @@ The interval of each kind of claim:
 - **Walkthrough** (anchors are the top-entropy tokens; α moves against the value change): exact checks on
   one trajectory, no sampling noise in the check itself; "holds" / "contradicted" state the margin.
 
-`claims_from_committed` rebuilds the rows of a committed `results/<artefact>/` from its `summary.json` and
-`data.csv` alone (no run directories): Table 1 from the stored paired intervals, the walkthrough from the
-stored sample; claims whose per-seed values were not committed are `inconclusive` with the reason.
+`fr3e.study.committed` rebuilds the rows of a committed `results/<artefact>/` from the repository alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -515,103 +511,6 @@ def claims_table(metrics: pd.DataFrame | None = None, final_evals: pd.DataFrame 
             if data is not None:
                 rows += KINDS[spec.kind](spec, data)
     return pd.DataFrame(rows, columns=COLUMNS + (DETAIL_COLUMNS if details else []))
-
-
-# ================================================================================ committed results
-NOT_COMMITTED = ("per-seed values are not in the committed results (data.csv holds the mean and std over seeds "
-                 "per step, summary.json no per-seed values); rerun the notebook on the run directories for the "
-                 "paired interval")
-"""Why a committed training-curve claim has no interval (stored in its `interval` field and the README)."""
-NOT_COMMITTED_SHORT = "per-seed values not committed"
-EVAL_NOT_COMMITTED = ("the final evaluations' per-run values (eval.jsonl) are not in the committed results; rerun "
-                      "the notebook on the run directories")
-
-
-def claims_from_committed(artefact_dir: str | Path) -> list[dict]:
-    """The claims of a committed `results/<artefact>/`, rebuilt from its summary.json and data.csv only.
-
-    walkthrough: from the stored sample; table1: from the stored per-model paired intervals (`deltas`);
-    training-curve artefacts: the point estimates from data.csv (last-quarter mean of the seed means, equal
-    to the mean over seeds of each seed's last-quarter mean) with verdict `inconclusive` and the reason,
-    because the per-seed values an interval needs were not committed; evaluation claims likewise.
-    """
-    artefact_dir = Path(artefact_dir)
-    artefact = artefact_dir.name
-    summary = json.loads((artefact_dir / "summary.json").read_text())
-    if artefact == "walkthrough":
-        return claim_walkthrough(summary["sample"])
-    if artefact == "table1":
-        return claim_table1_from_deltas(pd.DataFrame(summary["deltas"]))
-    data = pd.read_csv(artefact_dir / "data.csv")
-    rows = []
-    for spec in (s for s in SPECS if s.artefact == artefact):
-        rows += _committed_rows(spec, data)
-    return rows
-
-
-def _committed_rows(spec: Claim, data: pd.DataFrame) -> list[dict]:
-    models = _models(data)
-    if spec.kind == "probe":
-        return _missing(spec, "the probe-set entropy is not in these committed results (runs made before probe.jsonl)",
-                        models)
-    if spec.kind == "eval":
-        return [_row(spec.claim, m, spec.paper, f"{spec.column} at the final evaluation: not committed", math.nan,
-                     math.nan, math.nan, spec.direction, "none: " + EVAL_NOT_COMMITTED, spec.digits,
-                     "final-evaluation values not committed") for m in models]
-    means = data.assign(seed=0)
-    if spec.kind == "change":
-        col = f"{spec.column}_mean"
-        late, early = phase_values(means, col, "late"), phase_values(means, col, "early")
-        per = late.assign(value=late["value"] - early["value"])
-        what = "change end − start of training of the seed-mean share"
-    elif spec.kind == "ratio":
-        col = f"{spec.column}_mean"
-        late, early = phase_values(means, col, "late"), phase_values(means, col, "early")
-        per = late.assign(value=late["value"] / early["value"])
-        what = "end / start of the seed-mean curve (not the mean of per-seed ratios)"
-    else:
-        per = phase_values(means, f"{spec.column}_mean", "late")
-        what = "last quarter of steps, mean over seeds"
-    rows = []
-    for model in models:
-        _, a, b = _paired(per, model)
-        if not a.size:
-            rows += _missing(spec, f"{spec.column} not in data.csv", [model])
-            continue
-        a, b = spec.scale * a[0], spec.scale * b[0]
-        ours = f"FR3E {_fmt(b, spec)} vs GRPO++ {_fmt(a, spec)}{spec.unit} ({what})"
-        rows.append(_row(spec.claim, model, spec.paper, ours, b - a, math.nan, math.nan, spec.direction,
-                         "none: " + NOT_COMMITTED, spec.digits, NOT_COMMITTED_SHORT))
-    return rows
-
-
-def recompute_committed_claims(results_dir: str | Path, artefacts: Sequence[str] | None = None) -> dict[str, int]:
-    """Rewrite the `claims` (and `statistics`) of each committed results/<artefact>/summary.json from the
-    committed data alone (`claims_from_committed`). Returns artefact -> number of claim rows."""
-    from fr3e.study.tables import STATISTICS, _jsonable
-    from fr3e.utils.io import atomic_write_json
-
-    results_dir = Path(results_dir)
-    done = {}
-    for name in artefacts or ("walkthrough", *ARTEFACTS):
-        path = results_dir / name / "summary.json"
-        if not path.exists():
-            continue
-        summary = json.loads(path.read_text())
-        rows = claims_from_committed(path.parent)
-        summary["claims"] = pd.DataFrame(rows, columns=COLUMNS + DETAIL_COLUMNS)
-        summary["statistics"] = STATISTICS
-        note = ("rebuilt from this folder's committed summary.json / data.csv by "
-                "`fr3e.study.claims.recompute_committed_claims`, without the run directories")
-        if any(not np.isfinite(_num(r["ci_low"])) for r in rows) and name in ("entropy", "length", "advantage",
-                                                                                "all_right"):
-            note += f"; rows without an interval: {NOT_COMMITTED}"
-        if any(r["interval"] == "none: " + EVAL_NOT_COMMITTED for r in rows):
-            note += f"; evaluation rows: {EVAL_NOT_COMMITTED}"
-        summary["claims_recomputed"] = note
-        atomic_write_json(path, _jsonable(summary))
-        done[name] = len(rows)
-    return done
 
 
 def verdict_counts(rows: Sequence[dict] | pd.DataFrame) -> dict[str, int]:

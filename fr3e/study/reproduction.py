@@ -399,6 +399,7 @@ def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False
             line.close()
     record["total_seconds"] = round(time.perf_counter() - start, 1)
     if not dry_run and results_dir is not None:
+        archive_artefact_runs(resolve(results_dir), names)
         if any(n not in STUDIES for n in names):  # a study alone keeps its time in its own provenance.json
             atomic_write_json(resolve(results_dir) / "reproduce.json", record)
         if "all" in targets or any(n in STUDIES for n in names):
@@ -407,6 +408,23 @@ def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False
             write_results_readme(resolve(results_dir))
     logger.info("total wall time %s", _duration(record["total_seconds"]))
     return record
+
+
+def archive_artefact_runs(results_dir: Path, artefacts: Sequence[str]) -> list[Path]:
+    """Archive the logs of every run the artefacts' provenance.json name into `<results_dir>/runs/`
+    (`fr3e.study.artefacts.archive_runs`), so their verdicts can be recomputed from the repository alone."""
+    from fr3e.study.artefacts import archive_runs
+
+    dirs: dict[str, Path] = {}
+    for artefact in artefacts:
+        prov = results_dir / artefact / "provenance.json"
+        if prov.exists():
+            for d in json.loads(prov.read_text()).get("run_dirs") or []:
+                dirs.setdefault(Path(d).name, resolve(d))
+    archived = archive_runs(list(dirs.values()), results_dir)
+    if archived:
+        logger.info("archived the logs of %d runs in %s", len(archived), results_dir / "runs")
+    return archived
 
 
 def _repo_relative(path: str | Path) -> str:

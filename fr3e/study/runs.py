@@ -250,3 +250,14 @@ def describe_runs(runs: Sequence[RunInfo]) -> str:
     return "\n".join(f"{r.arm:15s} {r.model:10s} seed {r.seed} steps {r.steps} {'done' if r.done else 'pending'} "
                      f"{r.run_dir}" for r in runs)
 
+
+ARCHIVE = "runs"
+"""`<results_dir>/runs/<profile folder>/<run>/`: each run's logs beside the results, without weights or
+checkpoints, so every verdict can be recomputed from the repository alone (`fr3e.study.committed.claims_from_committed`,
+written by `fr3e.study.artefacts.archive_runs`)."""
+
+
+def archived_run(results_dir: str | Path, run_dir: str | Path) -> Path:
+    """Where `run_dir` (`.../<profile folder>/<run>`) is archived under `results_dir`."""
+    run_dir = Path(run_dir)
+    return Path(results_dir) / ARCHIVE / run_dir.parent.name / run_dir.name

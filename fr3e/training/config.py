@@ -35,7 +35,9 @@ REPORT_TARGETS = ("tensorboard", "wandb")
 NOT_RUN_IDENTITY = ("report_to",)
 """Top-level fields that change where a run is shown, not what it trains: a resume or a reuse ignores them."""
 ABSENT_MEANS_DEFAULT = ("fr3e.adaptive_budget", "fr3e.adaptive_round", "fr3e.adaptive_width", "fr3e.step_delimiter",
-                        "probe_every", "probe_prompts", "probe_n")
+                        "probe_every", "probe_prompts", "probe_n", "optim.entropy_coef", "optim.adaptive_entropy",
+                        "optim.entropy_target", "optim.entropy_coef_delta", "optim.entropy_coef_min",
+                        "optim.entropy_coef_max", "optim.top_entropy_quantile")
 """Fields added after runs were recorded, whose default is the behaviour before them: a saved config without
 one of them matches a config that holds its default (so earlier runs can still be resumed and reused). One
 exception: a `newline`-scorer run saved without `fr3e.step_delimiter` split steps at "\\n\\n", which the tiny

@@ -42,12 +42,19 @@ def _default(obj: Any):
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Rows of a JSON-lines file; a torn last line (a run killed mid-write) is ignored."""
+    """Rows of a JSON-lines file, or of its gzipped copy `<path>.gz` when only that exists (committed run logs);
+    a torn last line (a run killed mid-write) is ignored."""
     path = Path(path)
-    if not path.exists():
+    packed = path.with_name(path.name + ".gz")
+    if not path.exists() and packed.exists():
+        import gzip
+
+        lines = gzip.decompress(packed.read_bytes()).decode().splitlines()
+    elif not path.exists():
         return []
+    else:
+        lines = path.read_text().splitlines()
     rows = []
-    lines = path.read_text().splitlines()
     for i, line in enumerate(lines):
         if not line.strip():
             continue

@@ -198,6 +198,10 @@ def results_readme(results_dir: str | Path) -> str:
         if artefact == "table1" and summary.get("table"):
             cols = [c for c in ("model", "system", "easy", "medium", "hard", "avg", "seeds") if c in summary["table"][0]]
             lines += ["avg@16 in % (mean ± std over seeds):", "", _md_table(summary["table"], cols)]
+            for key, what in (("table_pass", f"pass@{summary.get('pass_n', 16)}"), ("table_greedy", "greedy accuracy")):
+                if summary.get(key):
+                    lines += [f"{what} in % (mean ± std over seeds; the same runs and problems):", "",
+                              _md_table(summary[key], cols)]
             lines += _table1_readme(summary)
         for table in summary.get("readme_tables") or []:  # the studies' key numbers (fr3e.study.studies)
             lines += [table["title"], ""] + ([_md_table(table["rows"], table["columns"])] if table["rows"] else [])

@@ -177,3 +177,21 @@ def test_world_parameters_and_results_folders():
     record = reproduce.reproduce(["table1"], "tiny", dry_run=True, world="arithmetic")
     assert record["world"] == "arithmetic"
     assert record["notebooks"]["table1"]["parameters"]["results_dir"] == "../results/arithmetic"
+
+
+def test_a_rerun_is_compared_with_the_table_it_replaced(tmp_path):
+    from fr3e.study.tables import compare_tables
+
+    before = [{"model": "general", "system": "GRPO++", "easy": "40.0 ± 2.0", "avg": "30.0 ± 1.0", "seeds": 5},
+              {"model": "general", "system": "base", "easy": "50.0", "avg": "35.0", "seeds": 1}]
+    after = [{"model": "general", "system": "GRPO++", "easy": "41.5 ± 2.0", "avg": "33.0 ± 1.0", "seeds": 5},
+             {"model": "general", "system": "base", "easy": "50.0", "avg": "35.1", "seeds": 1}]
+    cmp = compare_tables(before, after).set_index(["system", "benchmark"])
+    # SE of a difference of 5-seed means with std 2: sqrt(0.8 + 0.8) = 1.26, tolerance 2.48
+    assert cmp.loc[("GRPO++", "easy"), "tolerance"] == 2.48 and cmp.loc[("GRPO++", "easy"), "within"]
+    assert not cmp.loc[("GRPO++", "avg"), "within"]  # +3.0 against a tolerance of 1.24
+    assert cmp.loc[("base", "easy"), "within"] and not cmp.loc[("base", "avg"), "within"]  # one seed: equal or not
+    (tmp_path / "table1").mkdir()
+    (tmp_path / "table1" / "summary.json").write_text(__import__("json").dumps({"table": after}))
+    record = reproduce.compare_with_committed(before, tmp_path)
+    assert (record["cells"], record["within"], record["largest_difference"]) == (4, 2, 3.0)

@@ -376,6 +376,8 @@ def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False
     start = time.perf_counter()
     results_dir = None
     line = None if dry_run else ProgressLine()
+    before = committed_table1(resolve(parameters_for(chosen, smoke, world=world)["results_dir"])) \
+        if "table1" in names and not dry_run else None
     try:
         for i, artefact in enumerate(names, start=1):
             params = parameters_for(chosen, smoke, NOTEBOOK_DIR / NOTEBOOKS[artefact], world)
@@ -400,6 +402,8 @@ def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False
     record["total_seconds"] = round(time.perf_counter() - start, 1)
     if not dry_run and results_dir is not None:
         archive_artefact_runs(resolve(results_dir), names)
+        if before:
+            record["table1_vs_committed"] = compare_with_committed(before, resolve(results_dir))
         if any(n not in STUDIES for n in names):  # a study alone keeps its time in its own provenance.json
             atomic_write_json(resolve(results_dir) / "reproduce.json", record)
         if "all" in targets or any(n in STUDIES for n in names):
@@ -408,6 +412,34 @@ def reproduce(targets: Sequence[str], profile: str = "auto", smoke: bool = False
             write_results_readme(resolve(results_dir))
     logger.info("total wall time %s", _duration(record["total_seconds"]))
     return record
+
+
+def committed_table1(results_dir: Path) -> list[dict] | None:
+    """The Table 1 already in `results_dir` (the committed one on a fresh clone), read before it is rewritten."""
+    path = results_dir / "table1" / "summary.json"
+    return json.loads(path.read_text()).get("table") if path.exists() else None
+
+
+def compare_with_committed(before: list[dict], results_dir: Path) -> dict:
+    """Compare the Table 1 just written with the one it replaced (`fr3e.study.tables.compare_tables`), log what
+    differs beyond the seed spread, and return the record kept in reproduce.json."""
+    from fr3e.study.tables import compare_tables
+
+    after = json.loads((results_dir / "table1" / "summary.json").read_text()).get("table") or []
+    cmp = compare_tables(before, after)
+    if cmp.empty:
+        return {"cells": 0}
+    out = cmp[~cmp["within"]]
+    largest = cmp.loc[cmp["difference"].abs().idxmax()]
+    logger.info("Table 1 against the numbers it replaced: %d of %d cells within 1.96 standard errors of the seed "
+                "spread (one-seed rows: equal to the printed digit); largest difference %+.1f points (%s, %s, %s)",
+                len(cmp) - len(out), len(cmp), largest["difference"], largest["model"], largest["system"],
+                largest["benchmark"])
+    for r in out.itertuples():
+        logger.info("  outside: %s %s %s: %.1f -> %.1f (%+.1f, tolerance %.1f)", r.model, r.system, r.benchmark,
+                    r.committed, r.reproduced, r.difference, r.tolerance)
+    return {"cells": len(cmp), "within": int(cmp["within"].sum()), "outside": out.to_dict("records"),
+            "largest_difference": float(largest["difference"])}
 
 
 def archive_artefact_runs(results_dir: Path, artefacts: Sequence[str]) -> list[Path]:

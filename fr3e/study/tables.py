@@ -378,3 +378,37 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def _mean_std(cell) -> tuple[float, float]:
+    """(mean, std) of a Table 1 cell "41.2 ± 3.1" or "41.2" (std nan); "–" or nothing gives (nan, nan)."""
+    text = str(cell if cell is not None else "").strip()
+    if not text or text == "–":
+        return math.nan, math.nan
+    mean, _, std = text.partition("±")
+    return float(mean), float(std) if std.strip() else math.nan
+
+
+def compare_tables(before: list[dict], after: list[dict], z: float = 1.96) -> pd.DataFrame:
+    """Each cell of two Table 1s (`summary.json` "table" records: model, system, benchmarks, seeds) side by side:
+    the difference of the means and whether it lies within z standard errors of a difference of two means over
+    seeds, SE = √(s₁²/k₁ + s₂²/k₂) with each table's std and seed count. A row without a spread (one seed, e.g.
+    the base models) is within only when the numbers are equal to the printed digit; `within` is then the
+    bit-for-bit check a rerun on the same kind of CPU passes."""
+    old = {(r["model"], r["system"]): r for r in before}
+    rows = []
+    for r in after:
+        o = old.get((r["model"], r["system"]))
+        if o is None:
+            continue
+        for b in [c for c in (*BENCHMARKS, "avg") if c in r and c in o]:
+            (m1, s1), (m2, s2) = _mean_std(o[b]), _mean_std(r[b])
+            k1, k2 = int(o.get("seeds") or 1), int(r.get("seeds") or 1)
+            se = math.sqrt(s1 ** 2 / k1 + s2 ** 2 / k2) if np.isfinite(s1) and np.isfinite(s2) else math.nan
+            diff = m2 - m1
+            within = abs(diff) <= z * se + 1e-9 if np.isfinite(se) else abs(diff) < 0.05
+            rows.append({"model": r["model"], "system": r["system"], "benchmark": b, "committed": m1,
+                         "reproduced": m2, "difference": round(diff, 2),
+                         "tolerance": round(z * se, 2) if np.isfinite(se) else 0.0, "within": bool(within)})
+    return pd.DataFrame(rows, columns=["model", "system", "benchmark", "committed", "reproduced", "difference",
+                                       "tolerance", "within"])

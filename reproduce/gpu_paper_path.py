@@ -2,7 +2,7 @@
 
     python reproduce/gpu_paper_path.py --out DIR [--rows 4] [--tokens 4096]
 
-1. Memory of the log-prob pass (defect 5 of the rehearsal issue) on a random Qwen2 in the Qwen2.5-0.5B
+1. Memory of the log-prob pass on a random Qwen2 in the Qwen2.5-0.5B
    layout (vocab 151,936), bf16: peak GPU memory of the former computation (fp32 copy of the full logits,
    full log_softmax, entropy) against `fr3e.training.trainer.token_logprobs` (slices of 512 positions), without and
    with gradients, for `rows` × `tokens`.

@@ -63,7 +63,7 @@ def test_the_bonus_entropy_has_the_gradient_of_the_entropy():
     emb = torch.nn.Embedding(7, 7)
 
     class Model(torch.nn.Module):
-        def forward(self, input_ids, attention_mask):
+        def forward(self, input_ids, attention_mask, use_cache=None):
             return type("Out", (), {"logits": emb(input_ids)})()
 
     ids, mask = torch.tensor([[1, 2, 3, 4]]), torch.ones(1, 4, dtype=torch.bool)

@@ -32,7 +32,7 @@ class FakeQwenTokenizer:
         return {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}.get(token)
 
 
-# ------------------------------------------------------------------------------- defect 10: EOS ids
+# ------------------------------------------------------------------------------- EOS ids
 def test_stop_token_ids_of_a_qwen_base_model():
     gen = SimpleNamespace(eos_token_id=151643)  # Qwen2.5-7B generation_config.json
     assert stop_token_ids(FakeQwenTokenizer(), gen) == [151643, 151645]
@@ -59,7 +59,7 @@ def test_hf_engine_stops_on_every_eos_id_of_the_generation_config(tiny_sft):
     assert sum(c.token_ids[-1] == newline for row in out for c in row) >= 4
 
 
-# ---------------------------------------------------------------------- defect 5: chunked log-probs
+# ---------------------------------------------------------------------- chunked log-probs
 class LogitsModel(torch.nn.Module):
     """A stand-in causal LM: logits = embedding of the input ids (B, L, V) in a chosen dtype."""
 
@@ -67,7 +67,7 @@ class LogitsModel(torch.nn.Module):
         super().__init__()
         self.emb = torch.nn.Embedding(vocab, vocab, dtype=dtype)
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids, attention_mask=None, use_cache=None):
         return SimpleNamespace(logits=self.emb(input_ids) * 3)
 
 
@@ -110,7 +110,7 @@ def test_logprobs_never_build_a_full_fp32_copy_of_the_logits(monkeypatch):
     assert [s[1] for s in seen] == [8, 8, 4] and all(s[2] == 50 for s in seen)
 
 
-# ---------------------------------------------------------------- defect 6: one prompt builder
+# ---------------------------------------------------------------- one prompt builder
 class RecordingEngine:
     """Returns a fixed completion and records every prompt it was given."""
 
@@ -160,7 +160,7 @@ def test_sharded_evaluation_equals_the_single_process_one(tiny_sft):
         assert a["avg@3"] == b["avg@3"] and a["greedy"] == b["greedy"]  # greedy: shard-independent samples
 
 
-# ------------------------------------------------------------- defect 11: seeds per refill round
+# ------------------------------------------------------------- seeds per refill round
 def test_refill_rounds_and_random_scorer_draw_new_seeds(tmp_path):
     from fr3e.training.config import load_config
     from fr3e.training.trainer import Trainer
@@ -196,7 +196,7 @@ def test_refill_rounds_and_random_scorer_draw_new_seeds(tmp_path):
     assert len(scorer_seeds) == 3 and len(set(scorer_seeds)) == 3
 
 
-# ---------------------------------------------------------------- defect 11: the newline scorer
+# ---------------------------------------------------------------- the newline scorer
 def test_newline_scorer_gives_fewer_anchors_than_k_when_boundaries_are_few():
     nl = 9
     # response: a b \n \n c d e f  -> one boundary, at position 4 (the token after "\n\n")
@@ -222,7 +222,7 @@ def test_coin_reward_ignores_the_answer_and_is_seeded(tmp_path):
     assert [trainer._reward("x", "4") for _ in range(400)] == draws  # same (seed, step): same flips
 
 
-# ------------------------------------------------------- defect 8: paper-profile base-model rows
+# ------------------------------------------------------- paper-profile base-model rows
 def test_evaluate_reads_paper_benchmarks_from_local_files(tiny_sft):
     from fr3e.evaluation.evaluate import evaluate
 

@@ -26,10 +26,13 @@ Formulas (L = mean response tokens, p = mean prompt tokens, P = prompts per step
   log-prob peak with gradients) and (the colocated vLLM engine: bf16 weights / tensor-parallel degree + KV
   cache, + the log-prob peak of a no-grad forward, which runs while vLLM is awake: the first-return
   entropy pass); vLLM sleeps during the backward passes. Log-prob peak of one micro-batch of R rows × T
-  tokens (`logits_gb`): the forward's bf16 logits R·T·V·2 bytes, one fp32 slice of 512 positions
-  R·512·V·4 bytes, and with gradients the logits' gradient R·T·V·2 bytes again. (Before log-probs were
-  computed in slices and every forward micro-batched, the first-return pass took all kept rows at once and
-  made an fp32 copy and a log_softmax of the full logits: 8 rows × 4k × 152k ≈ 50 GB at 7B.)
+  tokens (`logits_gb`): the output layer is applied to one slice of c = min(512, T) positions at a time
+  (`fr3e.training.policy._LogprobHead`), so the peak is one slice's temporaries, R·c·V elements: bf16 logits
+  (2 bytes), their fp32 copy (4), softmax and its product for the entropy (4 + 4) = 14 bytes; with gradients
+  the slice is recomputed in the backward pass and adds its fp32 and bf16 gradients, counted as 16 bytes in all.
+  These are counts of the tensors the code creates, not a measurement of an allocator. (Before, the model's full
+  R·T·V bf16 logits and, with gradients, their gradient existed at once: 2 × 8 rows × 7k × 152k × 2 B ≈ 35 GB
+  at 7B; before that, an fp32 copy and a log_softmax of the full logits: ≈ 50 GB.)
 - Disk = params · 4 bytes · (1 + 2 Adam states) · checkpoints kept + one bf16 export (2 bytes/param).
 """
 
@@ -90,7 +93,7 @@ class Assumptions:
     benchmark_sizes: dict[str, int] = field(default_factory=lambda: _benchmark_sizes())
     gpus_per_node: int = 8
     vocab_size: int = 152064  # Qwen2.5 config.json (all three Table 1 models)
-    logprob_chunk: int = 512  # fr3e.training.trainer.LOGPROB_CHUNK: positions per fp32 slice of the logits
+    logprob_chunk: int = 512  # fr3e.training.policy.LOGPROB_CHUNK: positions per slice of the output layer
 
 
 def _benchmark_sizes() -> dict[str, int]:
@@ -123,12 +126,15 @@ def evaluations(steps: int, eval_every: int) -> int:
     return steps // eval_every + (1 if steps % eval_every else 0)
 
 
+LOGPROB_SLICE_BYTES = {False: 14, True: 16}
+"""Bytes per element of one slice of logits at the log-prob pass's peak, without / with gradients (module docstring)."""
+
+
 def logits_gb(rows: int, tokens: int, vocab: int, chunk: int, grad: bool) -> float:
-    """Peak GB of the log-probs of one micro-batch (fr3e.training.trainer.token_logprobs): the forward's bf16 logits
-    (rows · tokens · vocab · 2 B), one fp32 slice (rows · min(chunk, tokens) · vocab · 4 B), and with `grad`
-    the bf16 gradient of the logits (as large as the logits)."""
-    logits = rows * tokens * vocab * 2
-    return (logits * (2 if grad else 1) + rows * min(chunk, tokens) * vocab * 4) / 1e9
+    """Peak GB of the log-probs of one micro-batch (`fr3e.training.policy.token_logprobs`): the temporaries of one
+    slice of rows · min(chunk, tokens) positions over the vocabulary, `LOGPROB_SLICE_BYTES` each. No full
+    (rows, tokens, vocab) tensor exists in the forward or the backward."""
+    return rows * min(chunk, tokens) * vocab * LOGPROB_SLICE_BYTES[grad] / 1e9
 
 
 def gpus_needed(params: float, tensor_parallel: int, a: Assumptions, step: int, logits_train_gb: float = 0.0,

@@ -355,6 +355,15 @@ class TrainConfig:
         return self.fr3e.continuation_max_tokens or self.data.max_response_tokens
 
     @property
+    def max_sequence_tokens(self) -> int:
+        """The longest sequence a step can sample: a prompt, then (FR3E) a base response up to an anchor, then a
+        continuation. The vLLM engine sizes its context and KV cache for this, not for the model's full context."""
+        response = self.data.max_response_tokens
+        if self.method == "fr3e":
+            response += self.continuation_budget
+        return self.data.max_prompt_tokens + response
+
+    @property
     def modulation(self) -> str:
         return self.fr3e.modulation if self.method == "fr3e" else "none"
 

@@ -3,6 +3,7 @@ chunked log-prob / entropy pass the update and the anchors read."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -11,13 +12,28 @@ from fr3e.method import entropy as entropy_mod
 from fr3e.training.config import TrainConfig
 
 
+def precision(config: TrainConfig) -> tuple[torch.dtype, torch.dtype | None]:
+    """(dtype of the weights and of the optimizer's states, dtype the forwards compute in under autocast or None).
+
+    `model.dtype: bfloat16` (or float16) outside FSDP keeps fp32 master weights and computes in the half dtype:
+    AdamW on half-precision weights does not learn at the paper's learning rate (2e-6 · a unit update is far
+    below half the bf16 spacing of a weight near 0.02, ~6e-5, so almost every update rounds away). Under FSDP the
+    launch's mixed-precision policy keeps fp32 shards and computes in bf16, so the weights load as asked."""
+    from fr3e.training.distributed import fsdp_requested
+
+    want = getattr(torch, config.model.dtype)
+    if want == torch.float32 or fsdp_requested():
+        return want, None
+    return torch.float32, want
+
+
 def load_policy(config: TrainConfig, cache_dir: str | Path = "runs/cache", progress: bool = True):
-    """(model, tokenizer, model_source) for the config's profile."""
+    """(model, tokenizer, model_source) for the config's profile; weights in `precision(config)`'s master dtype."""
     from transformers import AutoModelForCausalLM
 
     from fr3e.data.hub import resolve_model  # the names every command accepts
 
-    dtype = getattr(torch, config.model.dtype)
+    dtype = precision(config)[0]
     if config.profile == "tiny":
         from fr3e.tasks.tokenizer import load_tokenizer
 
@@ -46,10 +62,21 @@ def build_engine(config: TrainConfig, policy, tokenizer, model_source: str, worl
 
         return VLLMEngine(model_source, tokenizer=tokenizer, gpu_memory_utilization=cfg.gpu_memory_utilization,
                           tensor_parallel_size=cfg.tensor_parallel_size, dtype=config.model.dtype,
-                          seed=config.seed, external_launcher=world > 1)
+                          seed=config.seed, external_launcher=world > 1,
+                          max_model_len=config.max_sequence_tokens)  # not the model's full context
     from fr3e.engines.hf import HFEngine
 
     return HFEngine(policy, tokenizer, batch_size=cfg.batch_size)
+
+
+def release_cached_memory() -> None:
+    """Return what PyTorch's caching allocator holds (freed gradients, the update's activations) to the device,
+    so a colocated vLLM waking its weights and KV cache after the update finds the memory free."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def load_train_prompts(config: TrainConfig):
@@ -92,22 +119,88 @@ def _chunk_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
+class _LogprobHead(torch.nn.Module):
+    """Stands in for the policy's output layer during one forward: hidden states (B, L, H) -> (B, L, 2) holding the
+    log-prob of each next token and the full-vocabulary entropy, computed `chunk` positions at a time, so no
+    (B, L, V) tensor exists in any dtype, in the forward or the backward. Each chunk's logits are recomputed in
+    the backward pass (activation checkpointing of the chunk). Called inside the model's own forward, so an FSDP
+    root that owns the output layer has gathered its weight, as for the full logits."""
+
+    def __init__(self, head: torch.nn.Module, targets: torch.Tensor, chunk: int, first: int, entropy: bool,
+                 entropy_grad: bool):
+        super().__init__()
+        object.__setattr__(self, "head", head)  # not a submodule: the model's parameter names do not change
+        self.targets, self.chunk, self.first = targets, chunk, first
+        self.entropy, self.entropy_grad = entropy, entropy_grad
+
+    def _slice(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.head(hidden).float()  # (B, c, V): one chunk's logits, fp32
+        lse = torch.logsumexp(x, dim=-1)  # (B, c)
+        logp = x.gather(-1, targets[..., None]).squeeze(-1) - lse
+        if not self.entropy:
+            return logp, torch.zeros_like(logp)
+        with contextlib.nullcontext() if self.entropy_grad else torch.no_grad():
+            ent = lse - (torch.softmax(x, dim=-1) * x).sum(-1)  # H = logsumexp − Σ p·x
+        return logp, ent
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+
+        B, L, _ = hidden.shape
+        T = L - 1
+        grad = torch.is_grad_enabled() and hidden.requires_grad
+        pieces = [hidden.new_zeros((B, min(self.first, T), 2), dtype=torch.float32)]
+        for s in range(min(self.first, T), T, self.chunk):
+            h, tg = hidden[:, s: min(s + self.chunk, T)], self.targets[:, s: s + self.chunk]
+            lp, en = checkpoint(self._slice, h, tg, use_reentrant=False) if grad else self._slice(h, tg)
+            pieces.append(torch.stack([lp, en], dim=-1))
+        pieces.append(hidden.new_zeros((B, 1, 2), dtype=torch.float32))  # the last position has no target
+        return torch.cat(pieces, dim=1)  # (B, L, 2)
+
+
+def _head_slot(model) -> tuple[torch.nn.Module, str] | None:
+    """(module, attribute) holding the policy's output layer, through DDP-style `.module` wrappers; None when
+    the model exposes none (then the full logits are used)."""
+    inner = model
+    while not hasattr(inner, "get_output_embeddings") and hasattr(inner, "module"):
+        inner = inner.module
+    get = getattr(inner, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    if not isinstance(head, torch.nn.Module):
+        return None
+    name = next((n for n, m in inner.named_children() if m is head), None)
+    return (inner, name) if name else None
+
+
 def token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, want_entropy: bool = False,
-                   chunk: int = LOGPROB_CHUNK, entropy_grad: bool = False):
+                   chunk: int = LOGPROB_CHUNK, entropy_grad: bool = False, first: int = 0):
     """Log-prob of every next token, and optionally the full-vocabulary entropy, aligned on targets.
 
     ids, mask: (B, L). returns logp (B, L-1) fp32 for targets ids[:, 1:], entropy (B, L-1) fp32 or None.
-    entropy_grad: the entropy carries gradients (an entropy bonus in the loss; implies want_entropy), each slice
-    recomputed in the backward pass like the log-probs; otherwise it is computed on detached logits.
+    entropy_grad: the entropy carries gradients (an entropy bonus in the loss; implies want_entropy); otherwise
+    it is computed without. first: target positions before it are not computed (0 there): the prompt and the
+    shared prefix of a batch whose trained tokens all come later.
 
-    Memory: the forward's logits (B, L, V) stay in the model dtype; log-probs are computed over slices of
-    `chunk` positions, so no fp32 (B, L, V) copy and no (B, L, V) log_softmax exist at once (at 7B shapes,
-    8 rows × 4k × 152k fp32 would be 20 GB each). With gradients, each slice is recomputed in the backward
-    pass (activation checkpointing of the slice) instead of keeping its fp32 temporaries, as TRL's
-    selective log-softmax and verl's chunked log-probs avoid the full-vocabulary temporaries.
+    Memory: the policy's output layer is swapped for `_LogprobHead` during the forward, so the hidden states go
+    through it `chunk` positions at a time: neither the forward nor the backward ever holds (B, L, V) logits (at
+    7B shapes, 8 rows × 4k × 152k logits are 10 GB in bf16, and their gradient as much again). A model without
+    an output layer to swap (a test double) returns full logits, sliced the same way.
     """
-    logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1]  # (B, L-1, V), model dtype
+    want = want_entropy or entropy_grad
     targets = ids[:, 1:]  # (B, L-1)
+    slot = _head_slot(model)
+    if slot is not None:
+        owner, name = slot
+        head = getattr(owner, name)
+        setattr(owner, name, _LogprobHead(head, targets, chunk, first, want, entropy_grad))
+        try:
+            # use_cache=False: a scoring or training forward never decodes on, so no KV cache is built
+            out = model(input_ids=ids, attention_mask=mask.long(), use_cache=False).logits[:, :-1]  # (B, L-1, 2)
+        finally:
+            setattr(owner, name, head)
+        ent = out[..., 1] * mask[:, 1:] if want else None
+        return out[..., 0], ent
+    logits = model(input_ids=ids, attention_mask=mask.long(), use_cache=False).logits[:, :-1]  # (B, L-1, V)
     pieces, ents = [], []
     for s in range(0, targets.shape[1], chunk):
         lg, tg = logits[:, s: s + chunk], targets[:, s: s + chunk]  # (B, c, V), (B, c)
@@ -115,16 +208,13 @@ def token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, want_entropy: b
             from torch.utils.checkpoint import checkpoint
 
             pieces.append(checkpoint(_chunk_logprobs, lg, tg, use_reentrant=False))
+            if entropy_grad:
+                ents.append(checkpoint(_chunk_entropy, lg, use_reentrant=False) * mask[:, 1:][:, s: s + chunk])
         else:
             pieces.append(_chunk_logprobs(lg, tg))
-        if entropy_grad and torch.is_grad_enabled() and lg.requires_grad:
-            from torch.utils.checkpoint import checkpoint
-
-            ents.append(checkpoint(_chunk_entropy, lg, use_reentrant=False) * mask[:, 1:][:, s: s + chunk])
-        elif want_entropy or entropy_grad:
+        if want and not (entropy_grad and lg.requires_grad and torch.is_grad_enabled()):
             ents.append(entropy_mod.token_entropy(lg.detach(), mask[:, 1:][:, s: s + chunk], chunk=chunk))
-    logp = torch.cat(pieces, dim=1)  # (B, L-1)
-    return logp, (torch.cat(ents, dim=1) if want_entropy or entropy_grad else None)
+    return torch.cat(pieces, dim=1), (torch.cat(ents, dim=1) if want else None)
 
 
 def step_delimiter_ids(config: TrainConfig, tokenizer) -> list[int]:

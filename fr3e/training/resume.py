@@ -114,6 +114,8 @@ class Resumable:
         state = self.accelerator.get_state_dict(self.model)
         policy = self.accelerator.unwrap_model(self.model)
         if self.accelerator.is_main_process:
+            if self.compute_dtype is not None:  # fp32 master weights: saved in the recipe's dtype, as loaded
+                state = {k: v.to(self.compute_dtype) if v.is_floating_point() else v for k, v in state.items()}
             policy.save_pretrained(self.run.model_dir, state_dict=state, safe_serialization=True)
             self.tokenizer.save_pretrained(self.run.model_dir)
             write_model_card(self.run.model_dir, self.config, evals or [])

@@ -78,6 +78,8 @@ from fr3e.training.policy import (
     load_policy,
     load_train_prompts,
     pad_right,
+    precision,
+    release_cached_memory,
     step_delimiter_ids,
     token_logprobs,
 )
@@ -140,6 +142,7 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
         self.wall = 0.0
         self.delimiter_ids = step_delimiter_ids(config, self.tokenizer) if config.fr3e.scorer == "newline" else None
         self.entropy_control = EntropyControl(config.optim)  # entropy bonus / top-entropy tokens (off by default)
+        self.compute_dtype = precision(config)[1]  # half-precision forwards over fp32 master weights, or None
 
     # -------------------------------------------------------------------------------- components
     def _build_engine(self):
@@ -204,7 +207,8 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
                 chunk = chunks[k] if k < len(chunks) else None
                 ids, mask = pad_right(chunk or [[self.tokenizer.eos_token_id] * 2], self.tokenizer.pad_token_id,
                                       self.accelerator.device)
-                logp, ent = token_logprobs(self.model, ids, mask, want_entropy=want_entropy)
+                with self._autocast():
+                    logp, ent = token_logprobs(self.model, ids, mask, want_entropy=want_entropy)
                 if chunk is None:
                     continue
                 logp = logp.float().cpu()
@@ -487,12 +491,19 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
                     self._sum(stats["bonus_entropy_sum"] - before) / max(bonus[1], 1)
                 control.after_step(stats["bonus_entropy"])
         stats.pop("bonus_entropy_sum", None)
+        self.optimizer.zero_grad(set_to_none=True)  # no gradients held through the next generation
         self.scheduler.step()
         timer["time_backward"] += time.perf_counter() - t0
         stats["loss"] /= max(n_updates, 1)
         for name in ("loss", "tokens", "clip_low", "clip_high", "dual_clip", "ratio_sum", "kl_sum"):
             stats[name] = self._sum(stats.get(name, 0.0))  # each process holds its share of the global sums
         return stats
+
+    def _autocast(self):
+        """Forwards in the half dtype over fp32 master weights (`precision`), else a no-op."""
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.accelerator.device.type, dtype=self.compute_dtype)
 
     @staticmethod
     def _target_mask(shape, starts, lens) -> torch.Tensor:
@@ -509,10 +520,13 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
         if not chunk:  # zero-weight pass so every process runs the same number of backward calls
             dummy = rows[:1] or [[self.tokenizer.eos_token_id] * 2]
             ids, mask = pad_right(dummy, self.tokenizer.pad_token_id, self.accelerator.device)
-            logp, _ = token_logprobs(self.model, ids, mask)
+            with self._autocast():
+                logp, _ = token_logprobs(self.model, ids, mask)
             return logp.sum() * 0.0, {}
         ids, mask = pad_right([rows[i] for i in chunk], self.tokenizer.pad_token_id, self.accelerator.device)
-        logp, ent = token_logprobs(self.model, ids, mask, entropy_grad=bonus is not None)
+        with self._autocast():
+            logp, ent = token_logprobs(self.model, ids, mask, entropy_grad=bonus is not None,
+                                       first=min(starts[i] for i in chunk))  # nothing before trains
         tmask = self._target_mask(logp.shape, [starts[i] for i in chunk], [lens[i] for i in chunk])
         old_logp = torch.zeros(logp.shape)  # (b, L-1)
         for b, i in enumerate(chunk):
@@ -547,7 +561,9 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
         stats = self._update(rollouts, timer) if rollouts or self.world > 1 else {"entropy": float("nan"), "loss": 0.0}
         if not rollouts:
             logger.warning("step %d: no group carried signal after %d refills; no update", self.step_index + 1, rounds)
-        self._engine_call("wake_up")
+        # After the update: gradients are freed (`_update`), PyTorch's cache goes back to the device, then the engine
+        # takes the new weights (vLLM wakes its weights only); its KV cache wakes at the next generation.
+        release_cached_memory()
         self.engine.sync_weights(self.accelerator.unwrap_model(self.model))
         self.step_index += 1
         row = self._metrics_row(all_works, kept, rollouts, rounds, stats, timer, engine_before)

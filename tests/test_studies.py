@@ -400,3 +400,24 @@ def test_an_equal_token_read_inside_the_warm_up_is_not_testable():
     rows = studies.verdict_rows(pd.DataFrame([inside]), "{arm} ≥ {baseline} at equal {x}", "paper")
     assert rows[0]["verdict"].startswith("not testable here (") and "warm-up" in rows[0]["verdict"]
     assert studies.recipe_warmup_steps() == 20  # the tiny recipes warm up over 20 steps
+
+
+def test_diversity_claims_pair_seeds_and_collapse_rows_divide_by_the_base():
+    from fr3e.study import diversity
+
+    rows = [{"arm": "base", "model": "general", "seed": 0, "step_entropy": 1.0, "distinct_correct_median": 2.0,
+             "pass": 0.8}]
+    for seed, (g, f) in enumerate(((0.30, 0.50), (0.40, 0.55), (0.35, 0.60))):
+        rows.append({"arm": "grpo_pp", "model": "general", "seed": seed, "step_entropy": g,
+                     "distinct_correct_median": 1.0, "pass": 0.7})
+        rows.append({"arm": "fr3e", "model": "general", "seed": seed, "step_entropy": f,
+                     "distinct_correct_median": 1.0 + seed, "pass": 0.7})
+    cards = pd.DataFrame(rows)
+    claims = {r["claim"]: r for r in diversity.diversity_claims(cards)}
+    ent = claims[diversity.CLAIMS["step_entropy"]]
+    # differences 0.20, 0.15, 0.25: mean 0.20, sd 0.05, t(2) 4.303 · 0.05 / √3 = 0.124
+    assert ent["estimate"] == pytest.approx(0.20) and ent["ci_low"] == pytest.approx(0.20 - 0.1242, abs=1e-3)
+    assert ent["verdict"].startswith("holds")
+    assert claims[diversity.CLAIMS["pass"]]["verdict"].startswith("not testable")  # identical: no spread
+    shares = {r["arm"]: r for r in diversity.collapse_rows(cards)}
+    assert shares["grpo_pp"]["step_entropy / base"] == 0.35 and shares["fr3e"]["distinct_correct_median / base"] == 1.0

@@ -82,6 +82,7 @@ SMOKE_PARAMETERS = {
     "ablation_steps": 2,
     "ablation_eval_every": 1,
     "ablation_values": {"K": [1, 2], "scorer": ["entropy", "random"]},
+    "card_problems": 4,
 }
 """The notebooks' `parameters` defaults (nbval runs them; a test checks every notebook agrees). Paths are
 relative to notebooks/, where the kernel runs. The smoke runs train on 4 prompts per step with one refill
@@ -172,7 +173,7 @@ def full_parameters(profile: str, world: str = STUDY_WORLD) -> dict:
         return {**SMOKE_PARAMETERS, "world": world, "models": ["general", "math"], "seeds": list(TINY_SEEDS),
                 "steps": None, "eval_n": 16, "eval_problems": TINY_EVAL_PROBLEMS, "overrides": [],
                 "runs_root": "../runs", "results_dir": results_dir_of(world), "controls": ["coin", "matched"],
-                "smooth": 5, "m": 16, **STUDY_PARAMETERS}
+                "smooth": 5, "m": 16, "card_problems": 64, **STUDY_PARAMETERS}
     if profile == "paper":
         model = next(iter(PAPER_BASE_MODELS))
         return {**SMOKE_PARAMETERS, "profile": "paper", "models": list(PAPER_BASE_MODELS), "seeds": [0],

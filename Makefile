@@ -6,9 +6,9 @@ PY := $(VENV)/bin/python
 # The environment is rebuilt when pyproject.toml or constraints.txt change (stamp keyed on their hash).
 ENV_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(ENV_HASH)
-# Profile: `tiny` (CPU, embedded world) or `paper` (Qwen2.5 on a GPU node). Default: paper when CUDA GPUs
-# are visible, tiny otherwise; the choice is printed by the reproduce driver.
-PROFILE ?= auto
+# Profile: `tiny` (CPU, embedded world; the default, also on a machine with GPUs) or `paper` (Qwen2.5 on an
+# 8-GPU node: PROFILE=paper checks what it needs before anything starts). `auto` picks paper only where it can run.
+PROFILE ?= tiny
 # Tiny world: `paths` (a digraph with real forks: the studied world, results/) or `arithmetic` (the control without
 # forks, results/arithmetic/). The paper profile ignores it.
 WORLD ?= paths

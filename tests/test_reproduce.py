@@ -17,12 +17,18 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 
 # ---------------------------------------------------------------------------------------------- profiles
-def test_auto_picks_paper_with_gpus_and_tiny_without():
+def test_auto_picks_paper_only_where_it_can_run(monkeypatch):
     profile, why = reproduce.select_profile("auto", device_count=0)
     assert profile == "tiny" and "no CUDA GPU" in why
+    # one GPU (or eight without vLLM): the tiny profile, saying what the paper profile would need
+    monkeypatch.setattr(reproduce, "paper_requirements", lambda n: [] if n >= 8 else ["8 CUDA GPUs"])
+    profile, why = reproduce.select_profile("auto", device_count=1)
+    assert profile == "tiny" and "1 CUDA GPU(s) visible, but the paper profile needs 8 CUDA GPUs" in why
     profile, why = reproduce.select_profile("auto", device_count=8)
     assert profile == "paper" and "8 CUDA GPU(s)" in why
     assert reproduce.select_profile("tiny", device_count=8)[0] == "tiny"
+    with pytest.raises(SystemExit, match="8 CUDA GPUs"):
+        reproduce.select_profile("paper", device_count=1)
 
 
 def test_paper_without_gpus_exits_naming_what_it_needs():

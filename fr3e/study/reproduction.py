@@ -123,12 +123,16 @@ def cuda_devices() -> int:
         return 0
 
 
+PAPER_GPUS = 8
+"""GPUs the paper profile's launch config starts one process on each (reproduce/accelerate/fsdp-8gpu.yaml)."""
+
+
 def paper_requirements(device_count: int) -> list[str]:
     """What the paper profile still needs on this machine (empty when it can run)."""
     missing = []
-    if device_count < 1:
-        missing.append("CUDA GPUs (torch.cuda.device_count() is 0; the paper profile trains Qwen2.5-7B/32B on a "
-                       "GPU node, see reproduce/accelerate/README.md)")
+    if device_count < PAPER_GPUS:
+        missing.append(f"{PAPER_GPUS} CUDA GPUs (torch.cuda.device_count() is {device_count}; the paper profile trains "
+                       "Qwen2.5-7B/32B with FSDP over 8 processes, see reproduce/accelerate/README.md)")
     try:
         import vllm  # noqa: F401
     except Exception:  # noqa: BLE001
@@ -146,11 +150,14 @@ def select_profile(requested: str = "auto", device_count: int | None = None) -> 
     n = cuda_devices() if device_count is None else device_count
     if requested == "tiny":
         return "tiny", "requested with --profile tiny"
-    if requested == "auto":
-        if n > 0:
-            return "paper", f"--profile auto: {n} CUDA GPU(s) visible"
-        return "tiny", "--profile auto: no CUDA GPU visible (torch.cuda.device_count() == 0)"
     missing = paper_requirements(n)
+    if requested == "auto":
+        if n == 0:
+            return "tiny", "--profile auto: no CUDA GPU visible (torch.cuda.device_count() == 0)"
+        if not missing:
+            return "paper", f"--profile auto: {n} CUDA GPU(s) visible and everything the paper profile needs"
+        return "tiny", (f"--profile auto: {n} CUDA GPU(s) visible, but the paper profile needs "
+                        + "; ".join(missing) + " (ask for it with --profile paper to see the whole list)")
     if missing:
         raise ProfileError("the paper profile cannot run here; it needs:\n  - " + "\n  - ".join(missing)
                            + "\nThe runs are the recipes in reproduce/configs/table1/; plan them first with "

@@ -10,7 +10,6 @@ gives FR3E − GRPO++ per base model, paired by seed, with a t-interval (explora
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from fr3e.study.claims import interval_claim
 from fr3e.study.loaders import run_meta, tiny_model_dir
 from fr3e.study.runs import DEFAULT_CACHE, RunInfo, run_dirs
 from fr3e.study.stats import fmt_signed, paired_t_interval
-from fr3e.utils.io import atomic_write_json
+from fr3e.utils.io import DamagedFile, atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,10 @@ PAPER = "§1, Fig. 3: FR3E explores more and keeps entropy from collapsing (no d
 
 def _card(model_dir: Path, cache: Path, world: str, problems: int, n: int, max_new_tokens: int) -> dict:
     if cache.exists():
-        card = json.loads(cache.read_text())
+        try:
+            card = read_json(cache)
+        except DamagedFile:
+            card = {}  # a damaged cache is measured again
         if (card.get("problems_per_split"), card.get("n")) == (problems, n):
             return card
     from fr3e.evaluation.worldcard import measure
@@ -60,7 +62,7 @@ def measure_runs(runs: Sequence[RunInfo | str | Path], world: str, problems: int
     rows, budget = [], 96
     for d in run_dirs(runs):
         meta = run_meta(d)
-        config = json.loads((d / "config.json").read_text())
+        config = read_json(d / "config.json")
         budget = config.get("data", {}).get("max_response_tokens", budget)  # the recipe's response budget
         card = _card(d / "model", d / f"worldcard-p{problems}.json", world, problems, n, budget)
         rows.append({**{k: meta[k] for k in ("arm", "model", "seed", "run")}, **card["mean"]})

@@ -28,7 +28,7 @@ from fr3e.study.runs import (
     run_dirs,
     safe_name,
 )
-from fr3e.utils.io import atomic_write_json, read_jsonl
+from fr3e.utils.io import atomic_write_json, read_json, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def run_meta(run_dir: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json); train it with "
                                 "fr3e.study.runs.ensure_runs or python -m fr3e.cli.train")
-    config = json.loads(path.read_text())
+    config = read_json(path)
     size_key = ("fr3e", "continuations_per_state") if config["method"] == "fr3e" else ("grpo", "rollouts_per_prompt")
     group_size = config.get(size_key[0], {}).get(size_key[1])
     return {"method": config["method"], "arm": arm_of(config.get("name") or run_dir.name, config["method"]),
@@ -153,7 +153,7 @@ def final_eval(run_dir: str | Path, problems: int, cache_dir: str | Path = DEFAU
     if not (run_dir / "DONE").exists():
         raise FileNotFoundError(f"{run_dir} has not finished training (no DONE file); train it first "
                                 "(fr3e.study.runs.ensure_runs or python -m fr3e.cli.train)")
-    config = from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()))
+    config = from_dict(TrainConfig, read_json(run_dir / "config.json"))
     d = config.data
     if evaluator is None:
         from fr3e.evaluation.evaluate import evaluate as evaluator
@@ -177,7 +177,7 @@ def load_final_eval(runs: Iterable[RunInfo | str | Path], problems: int) -> pd.D
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: ask ensure_runs(..., final_eval_problems={problems}) "
                                     "for it, or call fr3e.study.runs.final_eval")
-        return json.loads(path.read_text())["rows"]
+        return read_json(path, f"delete {path.name} to evaluate the final model again")["rows"]
 
     return _eval_frame(runs, rows_of)
 
@@ -237,7 +237,7 @@ def base_evals(
         path = Path(runs_root) / profile_dir(config.profile, d.world) / f"base-{safe_name(model)}-{key}.json"
         if path.exists():
             logger.info("base model %s: evaluation cached at %s", model, path)
-            rows = json.loads(path.read_text())["rows"]
+            rows = read_json(path, f"delete {path} to evaluate the base model again")["rows"]
         else:
             if evaluator is None:
                 from fr3e.evaluation.evaluate import evaluate as evaluator

@@ -13,7 +13,7 @@ import logging
 from fr3e.training.checkpoint import usable_checkpoints, write_manifest
 from fr3e.training.errors import TrainingError
 from fr3e.training.modelcard import write_model_card
-from fr3e.utils.io import atomic_write_json
+from fr3e.utils.io import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +66,9 @@ class Resumable:
                 self.run.truncate_logs(0)
             self.accelerator.wait_for_everyone()
             return False
-        import json
 
         ckpt = self.run.checkpoints / choice[0]
-        state = json.loads((ckpt / "trainer_state.json").read_text())
+        state = read_json(ckpt / "trainer_state.json")
         self.accelerator.load_state(str(ckpt))
         self.step_index = state["step"]
         self.stream.position = state["stream_position"]

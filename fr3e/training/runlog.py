@@ -16,7 +16,6 @@ failed before the first step (config and env only) takes the new config instead.
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from fr3e.training.config import ConfigError, TrainConfig, diff_configs, from_dict
-from fr3e.utils.io import atomic_write_json, atomic_write_text, read_jsonl, rewrite_jsonl
+from fr3e.utils.io import atomic_write_json, atomic_write_text, read_json, read_jsonl, rewrite_jsonl
 
 PACKAGES = ("torch", "transformers", "accelerate", "trl", "datasets", "tokenizers", "math-verify", "vllm",
             "papermill", "numpy")
@@ -126,7 +125,7 @@ class RunDir:
         return self.done_file.exists()
 
     def config(self) -> TrainConfig:
-        return from_dict(TrainConfig, json.loads(self.config_file.read_text()))
+        return from_dict(TrainConfig, read_json(self.config_file))
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_file)
@@ -150,11 +149,11 @@ class RunDir:
         or the data could not be loaded) is not a run to protect: it takes the new config, so a corrected
         start (another model.base, a --data file) is not refused as "a different config"."""
         if self.config_file.exists() and not self.has_progress():
-            old = json.loads(self.config_file.read_text())
+            old = read_json(self.config_file)
             if diff_configs(old, config.to_dict()):
                 atomic_write_json(self.config_file, config.to_dict())
         if self.config_file.exists():
-            old = json.loads(self.config_file.read_text())
+            old = read_json(self.config_file)
             diff = diff_configs(old, config.to_dict())
             if diff:
                 raise ConfigError(

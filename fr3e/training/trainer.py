@@ -89,7 +89,7 @@ from fr3e.training.rollouts import PromptItem, PromptStream, PromptWork, Rollout
 from fr3e.training.runlog import RunDir
 from fr3e.training.steplog import StepLog
 from fr3e.training.tracking import RunTracker, log_with
-from fr3e.utils.io import append_jsonl
+from fr3e.utils.io import append_jsonl, read_json
 from fr3e.utils.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -699,11 +699,10 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
 
 
 def _check_same(run_dir: Path, config: TrainConfig) -> None:
-    import json
 
     from fr3e.training.config import ConfigError, diff_configs, stale_newline_run
 
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = read_json(run_dir / "config.json")
     if stale_newline_run(saved):
         raise ConfigError(f"run directory {run_dir} is a 'newline'-scorer run from before fr3e.step_delimiter: it "
                           "split steps at a blank line, which the tiny world never writes, so it never branched. "

@@ -171,7 +171,7 @@ def results_readme(results_dir: str | Path) -> str:
     if (results_dir / "reproduce.json").exists():
         record = json.loads((results_dir / "reproduce.json").read_text())
     total = record.get("total_seconds")
-    world = record.get("world", "arithmetic")  # records written before the path world are arithmetic
+    world = record.get("world") or _artefact_world(results_dir)
     lines = [f"# Results of the tiny-profile reproduction: the {world} world", "",
              "Written by `make reproduce` (`python -m fr3e.cli.reproduce`) from the `summary.json` of each artefact; "
              "every number comes from the runs named in that folder's `provenance.json`, whose configs and "
@@ -219,6 +219,16 @@ WORLD_TEXT = {
     "paths": "paths in a fixed 48-node digraph, many correct paths per problem and free length",
 }
 """How the README header describes each tiny world."""
+
+
+def _artefact_world(results_dir: Path) -> str:
+    """The tiny world the artefacts in `results_dir` were made on, from the parameters their notebooks received
+    (a study run alone writes no reproduce.json); results from before the path world existed are arithmetic."""
+    for prov in sorted(results_dir.glob("*/provenance.json")):
+        params = json.loads(prov.read_text()).get("injected_parameters") or {}
+        if params.get("world"):
+            return params["world"]
+    return "arithmetic"
 
 
 def _control_readme(results_dir: Path) -> list[str]:

@@ -279,7 +279,7 @@ def test_paper_profile_without_gpu_is_one_line():
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
     line = assert_user_error(run("-m", "fr3e.cli.reproduce", "--profile", "paper", "table1"),
-                             "the paper profile cannot run here; it needs: CUDA GPUs", "--profile tiny")
+                             "the paper profile cannot run here; it needs: 8 CUDA GPUs", "--profile tiny")
     assert "\n" not in line
 
 

@@ -71,11 +71,12 @@ def build_engine(config: TrainConfig, policy, tokenizer, model_source: str, worl
 
 def release_cached_memory() -> None:
     """Return what PyTorch's caching allocator holds (freed gradients, the update's activations) to the device,
-    so a colocated vLLM waking its weights and KV cache after the update finds the memory free."""
+    so a colocated vLLM waking its weights and KV cache after the update finds the memory free. A no-op without a
+    GPU (a garbage collection every step would only cost time there)."""
     import gc
 
-    gc.collect()
     if torch.cuda.is_available():
+        gc.collect()
         torch.cuda.empty_cache()
 
 

@@ -1,6 +1,6 @@
 """From run directories to the paper's artefacts: aggregate runs into tables, write artefacts and the results README.
 
-Notebooks call these functions and hold no logic of their own (STYLE rule 10). One job per module:
+Notebooks call these functions and hold no logic of their own. One job per module:
 
 - `fr3e.study.runs`: launch / reuse runs (`ensure_runs`), read run directories (`load_metrics`, `load_evals`,
   `load_final_evals`, `load_samples`), evaluate the base models (`base_evals`).

@@ -86,6 +86,7 @@ def test_score_benchmark_by_hand():
     assert math.isclose(m["pass@4"], 2 / 3)
     assert math.isclose(m["greedy"], 2 / 3)
     assert m["all_right"] == m["all_wrong"] == 1 / 3
+    assert m["per_problem_correct"] == [2, 0, 4] and m["per_problem_greedy"] == [1, 0, 1]
     for key in ("avg@4", "pass@2", "greedy"):
         low, high = m["ci"][key]
         assert low <= m[key] <= high
@@ -161,3 +162,31 @@ def test_cli_prints_a_table_and_writes_json(tiny_sft_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "avg@2" in printed and "easy" in printed and "average" in printed
     assert json.loads(out.read_text())["config"]["n"] == 2
+
+
+def test_per_problem_counts_reach_the_run_logs_and_give_back_the_means(tmp_path):
+    """The evaluation rows carry each problem's correct count, and `load_problem_counts` reads them back in the
+    evaluation set's order, so a paired per-problem interval can be recomputed from committed logs."""
+    import json
+
+    from fr3e.evaluation.evaluate import eval_rows
+    from fr3e.study.loaders import load_evals, load_problem_counts
+
+    rng = np.random.default_rng(0)
+    correct = {b: (rng.random((12, 4)) < p).astype(int) for b, p in (("easy", 0.8), ("hard", 0.2))}
+    report = {"config": {"n": 4}, "benchmarks": {b: score_benchmark(c, greedy=c[:, 0]) for b, c in correct.items()}}
+    run = tmp_path / "fr3e-general-s0-10-abc"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"method": "fr3e", "name": run.name, "seed": 0, "steps": 10,
+                                                 "model": {"base": "general"}}))
+    (run / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in eval_rows(report, step=10)))
+    counts = load_problem_counts([run])
+    for b, c in correct.items():
+        mine = counts[counts["benchmark"] == b]
+        assert mine["correct"].tolist() == c.sum(axis=1).tolist() and mine["greedy"].tolist() == c[:, 0].tolist()
+        assert math.isclose(mine["correct"].mean() / 4, report["benchmarks"][b]["avg@4"])
+    assert "per_problem_correct" not in load_evals([run]).columns  # the flat frames stay scalar
+    old = [{k: v for k, v in r.items() if not k.startswith("per_problem")} for r in eval_rows(report, step=10)]
+    (run / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    with pytest.raises(ValueError, match="no per-problem counts"):
+        load_problem_counts([run])

@@ -82,6 +82,10 @@ def score_benchmark(correct: np.ndarray, greedy: np.ndarray | None, seed: int = 
     # Share of problems whose n samples are all right / all wrong / mixed (paper Figs. 7-8 vocabulary).
     result["all_right"] = float((counts == n).mean()) if num_problems else math.nan
     result["all_wrong"] = float((counts == 0).mean()) if num_problems else math.nan
+    # The data behind every number above, so a paired per-problem comparison can be recomputed from the logs.
+    result["per_problem_correct"] = [int(c) for c in counts]
+    if greedy is not None:
+        result["per_problem_greedy"] = [int(g) for g in greedy]
     return result
 
 
@@ -249,7 +253,8 @@ def eval_rows(report: dict, step: int = 0) -> list[dict]:
              "pass": {k.split("@")[1]: v for k, v in m.items() if k.startswith("pass@")},
              "greedy": m.get("greedy"), "num_problems": int(m["num_problems"]),
              "all_right": m.get("all_right"), "all_wrong": m.get("all_wrong"),
-             "mean_response_tokens": m.get("mean_response_tokens")}
+             "mean_response_tokens": m.get("mean_response_tokens"),
+             "per_problem_correct": m.get("per_problem_correct"), "per_problem_greedy": m.get("per_problem_greedy")}
             for name, m in report["benchmarks"].items()]
 
 

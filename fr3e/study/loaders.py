@@ -32,6 +32,10 @@ from fr3e.utils.io import atomic_write_json, read_json, read_jsonl
 
 logger = logging.getLogger(__name__)
 
+# Evaluation-row fields that hold one entry per problem (`fr3e.evaluation.evaluate.score_benchmark`): kept out of
+# the flat frames, read by `load_problem_counts`.
+PER_PROBLEM = ("per_problem_correct", "per_problem_greedy")
+
 
 def run_meta(run_dir: str | Path) -> dict:
     """method, arm, model (last path component of model.base), seed, steps, profile, name and group_size of a run.
@@ -75,7 +79,7 @@ def load_metrics(runs: Iterable[RunInfo | str | Path]) -> pd.DataFrame:
 
 
 def _flatten_eval(row: dict) -> dict:
-    out = {k: v for k, v in row.items() if k not in ("pass", "avg_ci")}
+    out = {k: v for k, v in row.items() if k not in ("pass", "avg_ci") and k not in PER_PROBLEM}
     lo, hi = row.get("avg_ci", (math.nan, math.nan))
     out["avg_lo"], out["avg_hi"] = lo, hi
     for k, v in (row.get("pass") or {}).items():
@@ -113,6 +117,34 @@ def load_final_evals(runs: Iterable[RunInfo | str | Path]) -> pd.DataFrame:
     df = load_evals(runs)
     last = df.groupby("run")["step"].transform("max")
     return df[df["step"] == last].reset_index(drop=True)
+
+
+def load_problem_counts(runs: Iterable[RunInfo | str | Path], problems: int | None = None) -> pd.DataFrame:
+    """One row per run, benchmark and problem of each run's final evaluation: `correct` (of `n` samples) and
+    `greedy` (0/1, NaN when not measured), with method, arm, model, seed, run. `problems`: read the
+    `final_eval` on that many problems per split; None: the last eval.jsonl rows. Problems are in the evaluation
+    set's fixed order, so `problem` pairs them across runs. Runs logged before per-problem counts were recorded
+    raise an error naming the run."""
+    rows = []
+    for d in run_dirs(runs):
+        meta = {k: run_meta(d)[k] for k in ("method", "arm", "model", "seed", "run")}
+        if problems:
+            path = final_eval_path(d, problems)
+            final = read_json(path, f"delete {path.name} to evaluate the final model again")["rows"]
+        else:
+            evals = read_jsonl(d / "eval.jsonl")
+            if not evals:
+                raise ValueError(f"{d}/eval.jsonl is empty or missing: the run has not been evaluated yet")
+            final = [r for r in evals if r["step"] == max(e["step"] for e in evals)]
+        for row in final:
+            counts = row.get("per_problem_correct")
+            if counts is None:
+                raise ValueError(f"run {d.name}: its evaluation rows carry no per-problem counts (logged before "
+                                 "they were recorded); evaluate it again to get them")
+            greedy = row.get("per_problem_greedy") or [math.nan] * len(counts)
+            rows += [{**meta, "benchmark": row["benchmark"], "problem": i, "correct": int(c), "n": int(row["n"]),
+                      "greedy": g} for i, (c, g) in enumerate(zip(counts, greedy))]
+    return pd.DataFrame(rows)
 
 
 def load_probe(runs: Iterable[RunInfo | str | Path]) -> pd.DataFrame:

@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml constraints.txt
 env: $(STAMP)  ## create .venv if missing or out of date (pip -c constraints.txt)
 
 lint: $(STAMP)  ## ruff over the library, CLIs and tests; the layer rule (import-linter, docs/architecture.md)
-	$(VENV)/bin/ruff check fr3e reproduce tests
+	$(VENV)/bin/ruff check fr3e reproduce tests examples
 	$(VENV)/bin/lint-imports --no-cache
 
 unit: $(STAMP)  ## unit tests only (maths, config, tiny world), no smoke runs
@@ -54,7 +54,7 @@ nbval: $(STAMP)  ## run every notebook with its smoke defaults under nbval
 # test module again.
 TIMING_TESTS = $(shell grep -l 'mark\.timing' tests/test_*.py)
 test: $(STAMP)  ## ruff + the layer rule + tests on 2 workers beside nbval (what CI runs); ends with the 10 slowest
-	$(VENV)/bin/ruff check fr3e reproduce tests
+	$(VENV)/bin/ruff check fr3e reproduce tests examples
 	$(VENV)/bin/lint-imports --no-cache
 	@mkdir -p runs/test-report
 	@OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --junitxml=runs/test-report/notebooks.xml \

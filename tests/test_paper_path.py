@@ -184,13 +184,13 @@ def test_refill_rounds_and_random_scorer_draw_new_seeds(tmp_path):
         scorer_seeds.append(kw["generator"].initial_seed())
         return real_scores(scorer, **kw)
 
-    import fr3e.training.trainer as trainer_mod
+    import fr3e.training.exploration as exploration_mod
 
-    trainer_mod.entropy_mod.uncertainty_scores = scores_spy
+    exploration_mod.entropy_mod.uncertainty_scores = scores_spy
     try:
         row = trainer.step()
     finally:
-        trainer_mod.entropy_mod.uncertainty_scores = real_scores
+        exploration_mod.entropy_mod.uncertainty_scores = real_scores
     assert row["refill_rounds"] == 2
     assert len(seeds) == 6 and len(set(seeds)) == 6  # base + explore in each of 3 rounds, all distinct
     assert len(scorer_seeds) == 3 and len(set(scorer_seeds)) == 3

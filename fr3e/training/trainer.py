@@ -54,25 +54,21 @@ import torch
 from tqdm.auto import tqdm
 
 from fr3e.data.paper import encode_prompt
-from fr3e.method import anchors as anchors_mod
-from fr3e.method import entropy as entropy_mod
-from fr3e.method.advantages import keyed_advantages
-from fr3e.method.branching import State, build_states, value_chains
+from fr3e.method.branching import State
 from fr3e.method.losses import policy_loss
-from fr3e.method.modulation import modulation_by_key
 from fr3e.method.sampling import (
     global_quota,
     minibatches_by_group,
     select_base_trajectories,
     signal_groups,
 )
-from fr3e.method.values import state_values
 from fr3e.training.checkpoint import RunLock, RunLocked
 from fr3e.training.collectives import Collectives
 from fr3e.training.config import ConfigError, TrainConfig
 from fr3e.training.distributed import make_accelerator
 from fr3e.training.entropy_control import EntropyControl
 from fr3e.training.errors import TrainingError, TrainingInterrupted
+from fr3e.training.exploration import Trajectory, continuation_rollouts, plan_states, score_exploration
 from fr3e.training.policy import (
     build_engine,
     load_policy,
@@ -239,94 +235,51 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
         # runs the same number of forwards (FSDP: each is a collective), even one that kept no trajectory.
         t0 = time.perf_counter()
         outs = self._forward_rows([p.ids + resp for p, _, resp, _ in kept], want_entropy=True)
-        if kept:
-            T = max(len(r) for _, _, r, _ in kept)
-            resp_mask = torch.zeros(len(kept), T, dtype=torch.bool)
-            resp_ent = torch.zeros(len(kept), T)
-            resp_logp = torch.zeros(len(kept), T)
-            resp_ids = torch.full((len(kept), T), self.tokenizer.pad_token_id, dtype=torch.long)
-            for b, (p, _, resp, _) in enumerate(kept):
-                logp, ent = outs[b]
-                s, n = len(p.ids) - 1, len(resp)  # target index of response token 0
-                resp_mask[b, :n] = True
-                resp_ent[b, :n] = ent[s: s + n]
-                resp_logp[b, :n] = logp[s: s + n]
-                resp_ids[b, :n] = torch.tensor(resp, dtype=torch.long)
+        trajectories = []
+        for (p, tid, resp, reward), (logp, ent) in zip(kept, outs):
+            s, n = len(p.ids) - 1, len(resp)  # target index of response token 0
+            trajectories.append(Trajectory(p, tid, resp, reward, ent[s: s + n].float(), logp[s: s + n].float()))
         timer["time_forward"] += time.perf_counter() - t0
-        if kept:
-            eos = set(self.engine.eos_token_ids)
-            ends = torch.tensor([len(r) > 0 and r[-1] in eos for _, _, r, _ in kept])
-            gen = torch.Generator().manual_seed(self._seed("random-scorer", self._round))
-            scores = entropy_mod.uncertainty_scores(
-                cfg.scorer, mask=resp_mask, entropies=resp_ent, token_logprobs=resp_logp, response_ids=resp_ids,
-                delimiter_ids=self.delimiter_ids, generator=gen)  # (B, T)
-            eligible = anchors_mod.eligible_positions(resp_mask, ends)
-            eligible &= entropy_mod.scored_positions(cfg.scorer, scores)  # newline: boundaries only
-            anchor_pos = anchors_mod.select_anchors(scores, eligible, cfg.num_anchors, cfg.min_anchor_gap)  # (B, K)
-            timer["entropy_base_sum"] = resp_ent.sum().item()
-            timer["entropy_base_tokens"] = int(resp_mask.sum())
-        out = []
-        by_prompt: dict[int, list[int]] = defaultdict(list)
-        for b, (p, *_rest) in enumerate(kept):
-            by_prompt[p.prompt_id].append(b)
-        for p in prompts:
-            rows = by_prompt.get(p.prompt_id, [])
-            trajs = [(kept[b][1], kept[b][2], anchor_pos[b].tolist()) for b in rows]
-            states = build_states(p.prompt_id, p.ids, trajs)
-            info = {"trajectories": [
-                {"trajectory_id": kept[b][1], "response": kept[b][2], "reward": kept[b][3],
-                 "anchors": [a for a in anchor_pos[b].tolist() if a >= 0],
-                 "entropy": resp_ent[b, : len(kept[b][2])].tolist(),
-                 "scores": scores[b, : len(kept[b][2])].tolist()} for b in rows]}
-            out.append((p, states, info))
-        return out
+        if trajectories:
+            # Summed over the (B, T) zero-padded block, in the order the logged metric has always used.
+            timer["entropy_base_sum"] = torch.nn.utils.rnn.pad_sequence(
+                [t.entropy for t in trajectories], batch_first=True).sum().item()
+            timer["entropy_base_tokens"] = sum(len(t.response_ids) for t in trajectories)
+        return plan_states(prompts, trajectories, num_anchors=cfg.num_anchors, min_anchor_gap=cfg.min_anchor_gap,
+                           scorer=cfg.scorer, eos_token_ids=self.engine.eos_token_ids,
+                           delimiter_ids=self.delimiter_ids or (),
+                           generator=torch.Generator().manual_seed(self._seed("random-scorer", self._round)))
 
     def _explore(self, prompts: list[PromptItem], timer: dict) -> list[PromptWork]:
         """States → M continuations each (or an adaptive number, `fr3e.adaptive_budget`) → rewards → V, α, A
-        (before any filtering)."""
+        (before any filtering), through `fr3e.training.exploration`."""
         cfg = self.config
         if cfg.method == "fr3e":
             planned = self._first_return(prompts, timer)
             m, budget = cfg.fr3e.continuations_per_state, cfg.continuation_budget
         else:
-            planned = [(p, build_states(p.prompt_id, p.ids, []), {}) for p in prompts]
+            planned = plan_states(prompts, [], num_anchors=1)
             m, budget = cfg.grpo.rollouts_per_prompt, cfg.data.max_response_tokens
-        states = [s for _, sts, _ in planned for s in sts]
-        answers = {p.prompt_id: p.answer for p, _, _ in planned}
         if cfg.method == "fr3e" and cfg.fr3e.adaptive_budget:
+            states = [s for _, sts, _ in planned for s in sts]
+            answers = {p.prompt_id: p for p, _, _ in planned}
             by_key = self._explore_adaptive(states, answers, budget, timer)
         else:
+            # One engine call, even with no state: an engine call may be a collective (vLLM tensor parallelism).
+            prompts_of = {p.prompt_id: p for p, _, _ in planned}
+            states = [(prompts_of[s.key.prompt_id], s) for _, sts, _ in planned for s in sts]
             t0 = time.perf_counter()
-            # Called even with no state: an engine call may be a collective (vLLM tensor parallelism).
-            conts = self._sample([s.prefix_ids for s in states], m, budget, "explore")
+            conts = self._sample([s.prefix_ids for _, s in states], m, budget, "explore")
             timer["time_generate"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            by_key = {s.key: self._score_continuations(s, comps, answers[s.key.prompt_id])
-                      for s, comps in zip(states, conts)}
+            by_key = {s.key: continuation_rollouts(s, comps, p, self._reward_ids, cfg.fr3e.score_prefix)
+                      for (p, s), comps in zip(states, conts)}
             timer["time_score"] += time.perf_counter() - t0
-        works = []
-        for p, sts, info in planned:
-            rewards = {s.key: [r.reward for r in by_key[s.key]] for s in sts}
-            values = {k: float(state_values(torch.tensor([v]))[0]) for k, v in rewards.items()}
-            chains = value_chains(sts)
-            alpha = {variant: modulation_by_key(chains, values, variant) for variant in ("paper", "official", "none")}
-            rolls = [r for s in sts for r in by_key[s.key]]
-            adv = keyed_advantages(torch.tensor([r.reward for r in rolls]), [r.key for r in rolls],
-                                   alpha[cfg.modulation], cfg.grpo.advantage_scale)
-            for r, a in zip(rolls, adv.tolist()):
-                r.advantage = a
-            works.append(PromptWork(p, sts, rewards, rolls, info, values, alpha))
-        return works
+        return score_exploration(planned, by_key, modulation=cfg.modulation,
+                                 advantage_scale=cfg.grpo.advantage_scale)
 
-    def _score_continuations(self, state: State, comps, answer: str) -> list[Rollout]:
-        """Rollouts of one state's continuations, each scored on prefix ⊕ continuation (fr3e.score_prefix)."""
-        rolls = []
-        for c in comps:
-            prefix_resp = state.prefix_ids[state.prompt_len:]
-            scored = prefix_resp + c.token_ids if self.config.fr3e.score_prefix else c.token_ids
-            r = self._reward(self._decode(scored), answer)
-            rolls.append(Rollout(state.key, state.prefix_ids, state.prompt_len, c.token_ids, c.logprobs, r))
-        return rolls
+    def _reward_ids(self, prompt: PromptItem, response_ids: list[int]) -> float:
+        return self._reward(self._decode(response_ids), prompt.answer)
 
     def _explore_adaptive(self, states: list[State], answers: dict, max_new: int, timer: dict) -> dict:
         """Continuations in rounds under the adaptive budget (`fr3e.method.budget.next_round`).
@@ -358,7 +311,8 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
                 timer["time_generate"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 for j, comps in zip(idx, conts):
-                    rolls[j].extend(self._score_continuations(states[j], comps, answers[states[j].key.prompt_id]))
+                    rolls[j].extend(continuation_rollouts(states[j], comps, answers[states[j].key.prompt_id],
+                                                          self._reward_ids, self.config.fr3e.score_prefix))
                 timer["time_score"] += time.perf_counter() - t0
             adaptive_round += 1
         counts = [len(ro) for ro in rolls]

@@ -60,33 +60,33 @@ def main(out_dir: str, cache_dir: str) -> None:
                              "trace": traceback.format_exc()[-1500:]}
         results[name]["seconds"] = round(time.perf_counter() - t0, 2)
 
-    # Defect 1: rank 0 has 3 rows (3 micro-batches of 1), rank 1 none.
+    # Uneven data: rank 0 has 3 rows (3 micro-batches of 1), rank 1 none.
     rows = [trainer.tokenizer("12+3=15").input_ids] * (3 if rank == 0 else 0)
     check("forward_uneven", lambda: len(trainer._forward_rows(rows, want_entropy=True)))
 
-    # Defect 1 (update) and 11 (metrics of every process): rank 0 trains 3 rollouts, rank 1 none.
+    # Uneven update, and the metrics of every process: rank 0 trains 3 rollouts, rank 1 none.
     def update():
         stats = trainer._update(rollouts_for(trainer, 3 if rank == 0 else 0), {"time_forward": 0.0,
                                                                                "time_backward": 0.0})
         return {"entropy": stats["entropy"], "tokens": stats["tokens"], "lr": trainer.scheduler.get_last_lr()[0]}
     check("update_uneven", update)
 
-    # Defect 2: evaluation sharded over the processes (3 problems: 2 on rank 0, 1 on rank 1).
+    # Evaluation sharded over the processes (3 problems: 2 on rank 0, 1 on rank 1).
     check("evaluate", lambda: trainer.evaluate())
 
-    # Defect 2: the final model is saved with every process taking part in the gather.
+    # The final model is saved with every process taking part in the gather.
     def save():
         trainer.save_model()
         return sorted(p.name for p in trainer.run.model_dir.iterdir())
     check("save_model", save)
 
-    # Defect 9 + uneven steps: a whole step where rank 1 scores every rollout 0.
+    # Uneven steps: a whole step where rank 1 scores every rollout 0.
     trainer.config.rehearsal_zero_reward_rank = 1
     check("step_zero_reward_rank", lambda: {k: v for k, v in trainer.step().items()
                                             if k in ("prompts_kept", "rollouts_trained", "entropy")})
     trainer.config.rehearsal_zero_reward_rank = -1
 
-    # Defect 3: a non-finite loss on rank 0 only stops every process.
+    # A non-finite loss on rank 0 only stops every process.
     import fr3e.training.trainer as trainer_mod
 
     real = trainer_mod.policy_loss

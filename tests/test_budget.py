@@ -1,4 +1,4 @@
-"""The adaptive exploration budget (fr3e.method.budget; issue 12 §3): the allocation rule on hand-computed cases,
+"""The adaptive exploration budget (fr3e.method.budget): the allocation rule on hand-computed cases,
 then one tiny FR3E step with the option on (budget respected, values from the actual counts) and off
 (the trainer's engine calls and rollouts are those of the fixed-M path)."""
 

@@ -1,4 +1,4 @@
-"""The CPU dress rehearsal of the paper path (`fr3e.cli.rehearsal`, issue 10).
+"""The CPU dress rehearsal of the paper path (`fr3e.cli.rehearsal`).
 
 Unit tests of the fixture builder (tokenizer, chat template, EOS layout, hub-id loading offline) and the quick
 rehearsal through the real CLI: FSDP FR3E on 2 gloo ranks with a zero-reward rank, SIGKILL mid-run and resume,

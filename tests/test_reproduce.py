@@ -53,7 +53,7 @@ def test_unknown_artefact_is_an_error(monkeypatch, capsys):
 # -------------------------------------------------------------------------------------------- parameters
 def test_full_tiny_parameters():
     p = reproduce.full_parameters("tiny")
-    # issue 11 §2: at least 5 seeds per arm and 512 problems per split; steps and the rest from the recipes
+    # at least 5 seeds per arm and 512 problems per split; steps and the rest from the recipes
     assert p["models"] == ["general", "math"] and len(p["seeds"]) >= 5 and p["eval_n"] == 16
     assert p["eval_problems"] >= 512 and p["steps"] is None and p["controls"] == ["coin", "matched"]
     assert p["runs_root"] == "../runs" and p["results_dir"] == "../results" and p["overrides"] == []
@@ -72,7 +72,7 @@ def test_dry_run_plans_every_notebook_in_order():
     record = reproduce.reproduce(["all"], profile="auto", smoke=True, dry_run=True, device_count=0)
     assert list(record["notebooks"]) == [a for a in reproduce.NOTEBOOKS if a not in reproduce.STUDIES]
     studies = reproduce.reproduce(["compute", "ablations"], profile="tiny", dry_run=True, device_count=0)
-    assert list(studies["notebooks"]) == ["compute", "ablations"]  # issue 12 §4: their own targets, not in all
+    assert list(studies["notebooks"]) == ["compute", "ablations"]  # their own targets, not in all
     assert record["profile"] == "tiny" and record["smoke"] is True
     one = reproduce.reproduce(["entropy"], profile="tiny", dry_run=True, device_count=0)
     assert list(one["notebooks"]) == ["entropy"]

@@ -1,4 +1,4 @@
-"""Compute and ablation studies (fr3e.study.studies, issue 12 §1-2): curves, interpolation, paired comparisons at
+"""Compute and ablation studies (fr3e.study.studies): curves, interpolation, paired comparisons at
 equal x, cost and plans, with the arithmetic done by hand in the comments."""
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ Given a base trajectory τ (response token ids) with anchors a_1 < ... < a_K, th
 Deviations from the authors' code, each deliberate:
 - prefixes are token ids, never decoded text re-tokenized (decoding and re-tokenizing is not token-exact and can split UTF-8);
 - every state carries an explicit key (prompt_id, trajectory_id, state_index) and everything downstream
-  (values, α, advantages) is looked up by key, never by row position (defects 1, 2 and 5);
+  (values, α, advantages) is looked up by key, never by row position (the authors' code pairs them by position, which misaligns them
+  when a trajectory has fewer anchors than K or a group is filtered);
 - S_0 is built once per prompt and shared (the authors re-create it per trajectory and sample it twice).
 """
 

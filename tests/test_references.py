@@ -17,7 +17,7 @@ TOP = ("fr3e", "notebooks", "reproduce", "results", "tests", "docs", "examples")
 SUFFIXES = {".py", ".md", ".ipynb", ".yaml", ".yml", ".toml", ".txt", ".cfg"}
 ABSENT = re.compile(r"\b(?:PAPER|DESIGN|STYLE)\.md\b|\b(?:issue|defect|style rule)s? #?\d+", re.IGNORECASE)
 LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
-TICKED = re.compile(r"`((?:%s)/[^`\s]*)`" % "|".join(TOP))
+TICKED = re.compile(r"`((?:" + "|".join(TOP) + r")/[^`\s]*)`")
 INSTALLED = {"fr3e/recipes/"}  # where the wheel puts reproduce/configs/ (pyproject.toml maps it)
 PLACEHOLDER = re.compile(r"[<>*{}$…]|\.\.\.|\bN\b|XX")
 

@@ -147,6 +147,8 @@ def test_two_processes(tmp_path):
            "--run-dir", str(run), "--cache-dir", str(CACHE), "--no-progress"]
     # 2 steps: the two-process plumbing (updates, the step-2 checkpoint, probes, the final evaluation)
     cmd += sum((["--set", s] for s in SMALL if not s.startswith("steps=")), ["--set", "steps=2"])
+    # a token cap on micro-batches: the two processes run different numbers of them, padded to the larger
+    cmd += ["--set", "optim.micro_batch_tokens=160"]
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

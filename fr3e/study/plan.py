@@ -184,7 +184,11 @@ def estimate_run(config: TrainConfig, assumptions: Assumptions | None = None) ->
     throughput = a.throughput[klass]
     rollout_gpu_hours = (train_generated + eval_generated) / throughput / 3600
     train_gpu_hours = train_flops / (a.peak_flops * a.mfu) / 3600
-    rows, seq = config.optim.micro_batch_size, config.data.max_prompt_tokens + config.data.max_response_tokens
+    # The longest row the trainer scores (FR3E: prompt ⊕ prefix ⊕ continuation), and the rows of such length one
+    # micro-batch holds under the token cap (`optim.micro_batch_tokens`).
+    rows, seq = config.optim.micro_batch_size, config.max_sequence_tokens
+    if config.optim.micro_batch_tokens:
+        rows = min(rows, max(1, config.optim.micro_batch_tokens // seq))
     logits_train = logits_gb(rows, seq, a.vocab_size, a.logprob_chunk, grad=True)
     logits_nograd = logits_gb(rows, seq, a.vocab_size, a.logprob_chunk, grad=False)
     gpus, per_gpu_gb = gpus_needed(params, config.rollout.tensor_parallel_size, a, a.gpus_per_node,

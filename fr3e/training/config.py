@@ -168,14 +168,20 @@ class OptimConfig:
         "Dual-clip constant c for negative advantages (loss capped at -c·A); 0 disables. Authors' script: 3.", 3.0)
     updates_per_batch: int = _help(
         "Optimizer steps per rollout batch (mini-batches over the batch). Authors: 1, which makes the ratio ≡ 1 "
-        "and Clip-Higher inert; our default 2 so clipping can act (the paper recipes). The tiny recipes set 1: "
-        "there GRPO++ and FR3E run on-policy and no clip ever acts (see the README's deviations table).", 2)
+        "and Clip-Higher inert; our default 2 so clipping can act (the paper recipes and the path-world tiny recipes). The "
+        "arithmetic tiny recipes set 1: there GRPO++ and FR3E run on-policy and no clip ever acts (see the "
+        "README's deviations table).", 2)
     loss_aggregation: str = _help(
         "'token-mean' over all valid tokens of the whole batch (DAPO; global, not per micro-batch as in the "
         "authors' code) or 'seq-mean' (mean per sequence, then over sequences).", "token-mean")
     grad_clip: float = _help("Gradient-norm clip. Authors' run script: 1.0. 0 disables.", 1.0)
     micro_batch_size: int = _help(
         "Sequences per forward/backward micro-batch (memory only: normalisation is global).", 64)
+    micro_batch_tokens: int = _help(
+        "Cap on the padded tokens (rows × longest row) of one forward/backward micro-batch, on top of "
+        "micro_batch_size, so FR3E's long prefix ⊕ continuation rows and short ones cost the same memory per "
+        "micro-batch (verl's dynamic batch size). A row longer than the cap gets a micro-batch of its own. "
+        "0 = rows only.", 0)
     warmup_steps: int = _help("Linear lr warm-up steps; 0 = constant lr (authors' run script).", 0)
     # The two fixes for entropy collapse a TRL user tries first (TRL GRPOConfig names; not in FR3E or GRPO++).
     entropy_coef: float = _help(
@@ -217,6 +223,7 @@ class OptimConfig:
         _check_choice("optim", "loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
         _check(self.grad_clip >= 0, "optim.grad_clip must be >= 0 (0 disables).")
         _check(self.micro_batch_size >= 1, "optim.micro_batch_size must be >= 1.")
+        _check(self.micro_batch_tokens >= 0, "optim.micro_batch_tokens must be >= 0 (0: cap by rows only).")
         _check(self.weight_decay >= 0, "optim.weight_decay must be >= 0.")
         _check(self.warmup_steps >= 0, "optim.warmup_steps must be >= 0.")
 

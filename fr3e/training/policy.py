@@ -94,6 +94,27 @@ def load_train_prompts(config: TrainConfig):
     raise ValueError(f"data.train={config.data.train!r}: use 'tiny/train' or 'paper/train'")
 
 
+def micro_batches(lengths: list[int], max_rows: int, max_tokens: int = 0) -> list[list[int]]:
+    """Consecutive index chunks of rows with `lengths`: at most `max_rows` rows each and, when `max_tokens` > 0,
+    at most `max_tokens` padded tokens (rows × the chunk's longest row); a row longer than `max_tokens` is a
+    chunk of its own. Order is kept, so with `max_tokens` = 0 the chunks are the plain row-count ones."""
+    if max_rows < 1 or max_tokens < 0:
+        raise ValueError(f"need max_rows >= 1 and max_tokens >= 0, got {max_rows} and {max_tokens}")
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i, n in enumerate(lengths):
+        wider = max(longest, n)
+        if current and (len(current) == max_rows or (max_tokens and wider * (len(current) + 1) > max_tokens)):
+            chunks.append(current)
+            current, wider = [], n
+        current.append(i)
+        longest = wider
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 def pad_right(rows: list[list[int]], pad: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, L) ids and bool mask from ragged rows, right-padded, on `device`."""
     width = max(len(r) for r in rows)

@@ -73,6 +73,7 @@ from fr3e.training.policy import (
     build_engine,
     load_policy,
     load_train_prompts,
+    micro_batches,
     pad_right,
     precision,
     release_cached_memory,
@@ -194,8 +195,9 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
         FSDP is a collective; under DDP the first one broadcasts buffers); a process with fewer rows runs
         forwards of a 2-token dummy row and discards them.
         """
-        mb = self.config.optim.micro_batch_size
-        chunks = [rows[s: s + mb] for s in range(0, len(rows), mb)]
+        optim = self.config.optim
+        chunks = [[rows[i] for i in c] for c in micro_batches([len(r) for r in rows], optim.micro_batch_size,
+                                                                optim.micro_batch_tokens)]
         n_forward = self._max(len(chunks))
         out = []
         with torch.no_grad():
@@ -414,7 +416,8 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
             if control.bonus:
                 bonus = (control.applied_coef(), self._sum(sum(int(keep[i].sum()) if keep else lens[i] for i in part)))
                 before = stats["bonus_entropy_sum"]
-            micro = [part[s: s + mb] for s in range(0, len(part), mb)]
+            micro = [[part[j] for j in c] for c in micro_batches([len(rows[i]) for i in part], mb,
+                                                                     cfg.micro_batch_tokens)]
             n_micro = self._max(len(micro))
             self.optimizer.zero_grad(set_to_none=True)
             for k in range(n_micro):

@@ -281,3 +281,65 @@ def test_the_cache_goes_under_the_keyword_the_model_takes(tiny_sft, decode):
     got = HFEngine(old_api, tok, batch_size=64, decode=decode).generate(states, n=2, max_new_tokens=24,
                                                                        temperature=0.0)
     assert [[c.token_ids for c in r] for r in got] == [[c.token_ids for c in r] for r in expected]
+
+
+# ------------------------------------------------------------------ memory: sharded copies, KV budget, context
+def test_a_sharded_model_is_copied_tensor_by_tensor_in_the_copy_dtype_and_freed_by_sleep(tiny_sft, monkeypatch):
+    """The copy a sharded model is sampled from: built on the model's device in `copy_dtype`, filled one gathered
+    tensor at a time (never a whole gathered state dict), freed by `sleep`, rebuilt by the next sync."""
+    import fr3e.engines.hf as hf
+
+    model, tok = tiny_sft
+    gathered = []
+
+    def one_at_a_time(m):
+        for name, value in m.state_dict().items():
+            gathered.append(name)
+            yield name, value.clone()
+
+    monkeypatch.setattr(hf, "is_sharded", lambda m: True)
+    monkeypatch.setattr(hf, "full_weights", one_at_a_time)
+    engine = HFEngine(model, tok, copy_dtype=torch.bfloat16)
+    assert engine.model is not model and next(engine.model.parameters()).dtype == torch.bfloat16
+    assert len(gathered) == len(model.state_dict())
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(engine.model.state_dict()[name], value.to(torch.bfloat16))
+    engine.sleep()
+    assert engine.model is None
+    with pytest.raises(RuntimeError, match="asleep.*sync_weights"):
+        engine.generate(ids_of(tok)[:1], n=1, max_new_tokens=4)
+    engine.sync_weights(model)
+    out = engine.generate(ids_of(tok)[:2], n=2, max_new_tokens=4, seed=0)
+    assert len(out) == 2 and all(len(row) == 2 for row in out)
+
+
+def test_a_kv_budget_bounds_rows_per_chunk_by_bytes(tiny_sft):
+    model, tok = tiny_sft
+    cfg = model.config
+    per_position = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4  # fp32 keys + values
+    engine = HFEngine(model, tok, batch_size=64, kv_budget_bytes=per_position * 40 * 3)
+    assert engine.kv_rows(40) == 3 and engine.kv_rows(400) == 1
+    prompts = ids_of(tok)
+    longest = max(len(p) for p in prompts)
+    seen = []
+    real = engine._generate_chunk
+    engine._generate_chunk = lambda p, chunk, *a: seen.append(len(chunk)) or real(p, chunk, *a)
+    out = engine.generate(prompts, n=4, max_new_tokens=40 - longest, temperature=0.0)
+    assert max(seen) == 3 and sum(seen) == 1 * len(prompts)  # greedy draws once per prompt
+    assert [c.token_ids for row in out for c in row[:1]] == [c.token_ids for row in HFEngine(model, tok).generate(
+        prompts, n=1, max_new_tokens=40 - longest, temperature=0.0) for c in row]  # chunking does not change tokens
+    with pytest.raises(ValueError, match="kv_budget_bytes must be >= 0"):
+        HFEngine(model, tok, kv_budget_bytes=-1)
+
+
+def test_generation_is_clipped_to_the_models_context_with_a_warning(tiny_sft, caplog):
+    model, tok = tiny_sft
+    engine = HFEngine(model, tok)
+    limit = model.config.max_position_embeddings
+    prompt = ids_of(tok)[:1]
+    assert engine.context_clip(prompt, 10) == 10
+    with caplog.at_level("WARNING", logger="fr3e.engines.hf"):
+        assert engine.context_clip(prompt, limit) == limit - len(prompt[0])
+    assert "clipped" in caplog.text and str(limit) in caplog.text
+    with pytest.raises(ValueError, match="fills the model's context"):
+        engine.context_clip([[1] * limit], 1)

@@ -33,7 +33,11 @@ The version we implement (and why it is not `model.generate`):
   policy's own log π(token), which is what the trainer recomputes; at T=1, top_p=1 it is also the
   sampling log-prob.
 - Rows are processed in chunks of `batch_size` rows (n samples of a prompt stay in one chunk when they fit).
-- `sync_weights(model)` only re-points the engine: it shares the trainer's module, no copy.
+- `sync_weights(model)` only re-points the engine: it shares the trainer's module, no copy. A sharded (FSDP2)
+  model is copied tensor by tensor into a private copy on its device (`copy_dtype`), freed by `sleep` during
+  the update.
+- Memory and context: `kv_budget_bytes` bounds the rows of a chunk by the bytes of their keys and values, not by
+  count; a call whose prompt + `max_new_tokens` exceeds the model's context is clipped to it, with a warning.
 """
 
 from __future__ import annotations
@@ -230,13 +234,19 @@ class HFEngine:
         decode: str = "auto",
         share_prefixes: bool = True,
         check_every: int = 16,
+        kv_budget_bytes: int = 0,
+        copy_dtype: torch.dtype | None = None,
     ):
         """model: a causal LM (shared, not copied). tokenizer: only read for eos/pad ids (or pass the ids).
         batch_size: rows (prompt × sample) decoded together. prune_fraction: drop finished rows from the
         batch once at least this share of the live rows has finished (our choice: 1/8, measured; eager loop).
         decode: 'auto' (CUDA graphs on a GPU, the eager loop elsewhere), 'eager', 'static' or 'graph' (module
         docstring). share_prefixes: prefill a prompt that is a prefix of another prompt of its chunk from that
-        prompt's keys and values. check_every: steps between the static loop's read-backs on a GPU."""
+        prompt's keys and values. check_every: steps between the static loop's read-backs on a GPU.
+        kv_budget_bytes: when > 0, rows per chunk are also bounded so that their keys and values (every layer,
+        the chunk's longest prompt + max_new_tokens positions) fit in this many bytes (`kv_rows`).
+        copy_dtype: dtype of the private copy a sharded (FSDP2) model is sampled from (e.g. torch.bfloat16
+        over fp32 shards: half the memory); default the shards' dtype."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if decode not in DECODERS:
@@ -245,8 +255,13 @@ class HFEngine:
         self._cache_kw = cache_kwarg(model)
         self.share_prefixes = share_prefixes
         self.check_every = check_every
+        if kv_budget_bytes < 0:
+            raise ValueError(f"kv_budget_bytes must be >= 0 (0: rows only), got {kv_budget_bytes}")
+        self.kv_budget_bytes = kv_budget_bytes
+        self.copy_dtype = copy_dtype
         self._graphs_ok = True
         self._copy = None
+        self._source = None
         self.sync_weights(model)
         config = self.model.config
         generation_config = getattr(self.model, "generation_config", None)
@@ -273,25 +288,75 @@ class HFEngine:
 
         A plain module (one process, DDP) is shared, not copied. A sharded one (FSDP2) cannot be sampled from
         locally (each of its forwards is a collective, and processes decode different numbers of tokens), so
-        its full weights are gathered into a private unsharded copy, as a vLLM engine gets them. That gather is
-        a collective: every process calls sync_weights at the same points (the trainer does, after each step).
+        its full weights are gathered into a private unsharded copy on the model's device, in `copy_dtype`, as a
+        vLLM engine gets them: one tensor at a time (gathered, copied in place, dropped), so neither the whole
+        state dict nor a host-RAM copy ever exists. That gather is a collective: every process calls
+        sync_weights at the same points (the trainer does, after each step). `sleep` frees the copy while the
+        trainer updates; the next sync_weights builds it again.
         """
         model = _unwrap(model)
         if not is_sharded(model):
-            self.model, self._copy = model, None
+            self.model, self._copy, self._source = model, None, None
             return
-        if getattr(self, "_copy", None) is None:
+        device = next(model.parameters()).device
+        if self._copy is None:
             from transformers import AutoModelForCausalLM
 
-            dtype = next(model.parameters()).dtype
-            self._copy = AutoModelForCausalLM.from_config(model.config, dtype=dtype)
+            dtype = self.copy_dtype or next(model.parameters()).dtype
+            with torch.device(device):  # allocated where it samples, never staged in host memory
+                self._copy = AutoModelForCausalLM.from_config(model.config, dtype=dtype)
             self._copy.generation_config = model.generation_config
-        state = dict(full_weights(model))
-        missing, unexpected = self._copy.load_state_dict(state, strict=False)
-        if unexpected or [m for m in missing if "lm_head" not in m]:  # lm_head may be tied to the embedding
-            raise RuntimeError(f"gathered weights do not match the model: missing {missing}, unexpected {unexpected}")
-        device = next(model.parameters()).device
-        self.model = self._copy.to(device)
+            self._copy.eval()
+        target = self._copy.state_dict()
+        seen = set()
+        with torch.no_grad():
+            for name, tensor in full_weights(model):
+                if name not in target:
+                    raise RuntimeError(f"gathered weight {name!r} is not in the engine's copy of the model")
+                target[name].copy_(tensor)
+                seen.add(name)
+                del tensor
+        missing = [m for m in target if m not in seen and "lm_head" not in m]  # lm_head may be tied
+        if missing:
+            raise RuntimeError(f"gathered weights do not cover the model: missing {missing[:5]}")
+        self.model, self._source = self._copy, model
+
+    def sleep(self) -> None:
+        """Free the private copy of a sharded model while the trainer updates (a shared model is untouched);
+        the trainer's next `sync_weights` builds it again."""
+        if self._copy is not None:
+            self._copy, self.model = None, None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def kv_rows(self, positions: int) -> int | None:
+        """Rows whose keys and values over `positions` positions fit in `kv_budget_bytes` (None: no budget)."""
+        if not self.kv_budget_bytes:
+            return None
+        config = self.model.config
+        text = getattr(config, "text_config", config)
+        layers = text.num_hidden_layers
+        heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        itemsize = next(self.model.parameters()).element_size()
+        per_row = 2 * layers * heads * head_dim * positions * itemsize  # keys and values
+        return max(1, self.kv_budget_bytes // per_row)
+
+    def context_clip(self, prompt_ids: list[list[int]], max_new_tokens: int) -> int:
+        """`max_new_tokens`, lowered so the longest prompt plus its response fits the model's context
+        (`max_position_embeddings`), with a warning; a prompt that already fills the context is an error."""
+        limit = getattr(getattr(self.model.config, "text_config", self.model.config), "max_position_embeddings", None)
+        longest = max((len(p) for p in prompt_ids), default=0)
+        if not limit or longest + max_new_tokens <= limit:
+            return max_new_tokens
+        room = limit - longest
+        if room < 1:
+            raise ValueError(f"a prompt of {longest} tokens fills the model's context of {limit} positions; shorten "
+                             "it (data.max_prompt_tokens) or use a model with a longer context")
+        logger.warning("generation clipped to %d new tokens (asked %d): the longest prompt of this call has %d tokens "
+                       "and the model's context is %d positions", room, max_new_tokens, longest, limit)
+        self.counters.extra["context_clipped_calls"] = self.counters.extra.get("context_clipped_calls", 0) + 1
+        return room
 
     def generate(
         self,
@@ -309,7 +374,11 @@ class HFEngine:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("every prompt needs at least one token (e.g. BOS)")
+        if self.model is None:
+            raise RuntimeError("the engine is asleep (its copy of a sharded model was freed for the update); call "
+                               "sync_weights(model) before generate")
         start = time.perf_counter()
+        max_new_tokens = self.context_clip(prompt_ids, max_new_tokens)
         device = self.device or next(self.model.parameters()).device
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())  # follows the global RNG (torch.manual_seed)
@@ -317,7 +386,11 @@ class HFEngine:
         n_draw = 1 if temperature == 0 else n  # greedy: one sample per prompt, copied n times
         rows = [(i, k) for i in range(len(prompt_ids)) for k in range(n_draw)]
         results: list[list[Completion | None]] = [[None] * n_draw for _ in prompt_ids]
-        chunks = [rows[s : s + self.batch_size] for s in range(0, len(rows), self.batch_size)]
+        per_chunk = self.batch_size
+        kv = self.kv_rows(max((len(p) for p in prompt_ids), default=0) + max_new_tokens)
+        if kv is not None:
+            per_chunk = min(per_chunk, kv)
+        chunks = [rows[s : s + per_chunk] for s in range(0, len(rows), per_chunk)]
         was_training = self.model.training
         self.model.eval()
         try:

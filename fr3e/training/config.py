@@ -284,6 +284,9 @@ class RolloutConfig:
     temperature: float = _help("Sampling temperature of rollouts and continuations. Authors: 1.0.", 1.0)
     top_p: float = _help("Nucleus sampling for rollouts. Authors: 1.0.", 1.0)
     batch_size: int = _help("Rows per generate call (memory only).", 256)
+    kv_cache_gb: float = _help(
+        "HF engine: GB of keys and values one generation chunk may hold (rows per chunk are cut to fit the longest "
+        "prompt + response of the call; memory only). 0 = batch_size rows, whatever their length.", 0.0)
     gpu_memory_utilization: float = _help("vLLM share of GPU memory when colocated with training.", 0.35)
     tensor_parallel_size: int = _help("vLLM tensor parallel degree (32B models: 2-4).", 1)
 
@@ -292,6 +295,7 @@ class RolloutConfig:
         _check(self.temperature > 0, f"rollout.temperature={self.temperature}: RL needs sampling, use > 0 (authors: 1.0).")
         _check(0 < self.top_p <= 1, f"rollout.top_p={self.top_p}: must be in (0, 1].")
         _check(0 < self.gpu_memory_utilization < 1, "rollout.gpu_memory_utilization must be in (0, 1).")
+        _check(self.kv_cache_gb >= 0, "rollout.kv_cache_gb must be >= 0 (0: rows per chunk from batch_size only).")
 
 
 @dataclass

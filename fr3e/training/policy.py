@@ -66,7 +66,9 @@ def build_engine(config: TrainConfig, policy, tokenizer, model_source: str, worl
                           max_model_len=config.max_sequence_tokens)  # not the model's full context
     from fr3e.engines.hf import HFEngine
 
-    return HFEngine(policy, tokenizer, batch_size=cfg.batch_size)
+    # A sharded policy is sampled from a private copy in the recipe's dtype (bf16 over fp32 FSDP shards).
+    return HFEngine(policy, tokenizer, batch_size=cfg.batch_size, kv_budget_bytes=int(cfg.kv_cache_gb * 1e9),
+                    copy_dtype=getattr(torch, config.model.dtype))
 
 
 def release_cached_memory() -> None:

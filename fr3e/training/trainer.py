@@ -147,7 +147,7 @@ class Trainer(Collectives, Resumable, StepLog, Probe):
                             self.model_source, self.world)
 
     def _engine_call(self, name: str) -> None:
-        """Optional engine hooks (vLLM sleep mode); the HF engine has none."""
+        """Optional engine hooks: vLLM's sleep mode; the HF engine's `sleep` frees its copy of a sharded model."""
         hook = getattr(self.engine, name, None)
         if hook is not None:
             hook()

@@ -64,3 +64,36 @@ def test_the_swapped_head_gives_the_full_logits_numbers_and_gradients():
     part, _ = policy.token_logprobs(model, ids, mask, chunk=64, first=120)
     assert torch.equal(part[:, :120], torch.zeros(3, 120)) and torch.allclose(part[:, 120:], ref_logp[:, 120:],
                                                                             atol=1e-5)
+
+
+def test_the_plans_log_prob_term_is_within_15_percent_of_the_tracked_peak():
+    """The plan's log-prob term (`fr3e.study.plan.logits_gb`) against PyTorch's live-tensor tracker: the peak of
+    activations and temporaries of one micro-batch, forward + backward and no-grad with entropy, fp32 and bf16,
+    on a model whose vocabulary dominates (as at 7B), for several rows × positions × slice shapes."""
+    import pytest
+    from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
+
+    from fr3e.study.plan import logits_gb
+
+    V = 16384
+    model = _model(V)
+    for dtype in (torch.float32, torch.bfloat16):
+        model.to(dtype)
+        for B, L, chunk in ((2, 512, 64), (1, 1024, 128)):
+            ids = torch.randint(0, V, (B, L))
+            mask = torch.ones(B, L, dtype=torch.bool)
+            for grad in (True, False):
+                tracker = MemTracker()
+                tracker.track_external(model)
+                with tracker:
+                    if grad:
+                        logp, _ = policy.token_logprobs(model, ids, mask, chunk=chunk)
+                        logp.float().sum().backward()
+                    else:
+                        with torch.no_grad():
+                            policy.token_logprobs(model, ids, mask, chunk=chunk, want_entropy=True)
+                peak = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]
+                measured = sum(peak[k] for k in (_MemRefType.ACT, _MemRefType.TEMP, _MemRefType.OTH))
+                planned = logits_gb(B, L, V, chunk, grad=grad) * 1e9
+                assert measured == pytest.approx(planned, rel=0.15), (dtype, B, L, chunk, grad, measured, planned)
+                model.zero_grad(set_to_none=True)

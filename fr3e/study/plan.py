@@ -27,10 +27,12 @@ Formulas (L = mean response tokens, p = mean prompt tokens, P = prompts per step
   cache, + the log-prob peak of a no-grad forward, which runs while vLLM is awake: the first-return
   entropy pass); vLLM sleeps during the backward passes. Log-prob peak of one micro-batch of R rows × T
   tokens (`logits_gb`): the output layer is applied to one slice of c = min(512, T) positions at a time
-  (`fr3e.training.policy._LogprobHead`), so the peak is one slice's temporaries, R·c·V elements: bf16 logits
-  (2 bytes), their fp32 copy (4), softmax and its product for the entropy (4 + 4) = 14 bytes; with gradients
-  the slice is recomputed in the backward pass and adds its fp32 and bf16 gradients, counted as 16 bytes in all.
-  These are counts of the tensors the code creates, not a measurement of an allocator. (Before, the model's full
+  (`fr3e.training.policy._LogprobHead`), so the peak is one slice's temporaries, R·c·V elements, measured with
+  PyTorch's live-tensor tracker (`torch.distributed._tools.mem_tracker.MemTracker`, on CPU, activations and
+  temporaries, fp32 and bf16 models alike): 12 bytes per element for a no-grad pass with entropy, 22 with
+  gradients (the slice is recomputed in the backward pass beside its gradient). tests/test_logprob_memory.py
+  holds this term within 15% of that measurement for several shapes.
+  (Before, the model's full
   R·T·V bf16 logits and, with gradients, their gradient existed at once: 2 × 8 rows × 7k × 152k × 2 B ≈ 35 GB
   at 7B; before that, an fp32 copy and a log_softmax of the full logits: ≈ 50 GB.)
 - Disk = params · 4 bytes · (1 + 2 Adam states) · checkpoints kept + one bf16 export (2 bytes/param).
@@ -126,8 +128,9 @@ def evaluations(steps: int, eval_every: int) -> int:
     return steps // eval_every + (1 if steps % eval_every else 0)
 
 
-LOGPROB_SLICE_BYTES = {False: 14, True: 16}
-"""Bytes per element of one slice of logits at the log-prob pass's peak, without / with gradients (module docstring)."""
+LOGPROB_SLICE_BYTES = {False: 12, True: 22}
+"""Bytes per element of one slice of logits at the log-prob pass's peak, without / with gradients, as PyTorch's
+live-tensor tracker measures them on CPU (module docstring; tests/test_logprob_memory.py)."""
 
 
 def logits_gb(rows: int, tokens: int, vocab: int, chunk: int, grad: bool) -> float:

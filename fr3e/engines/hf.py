@@ -88,14 +88,21 @@ def full_weights(model):
 
 
 def sample_next(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None,
+    race: bool | None = None,
 ) -> torch.Tensor:
     """Next token per row. logits: (R, V) raw; returns (R,) long. temperature 0 = argmax.
 
-    One draw per row by the exponential race: argmax(p / E) with E ~ Exp(1), exactly what
-    `torch.multinomial(p, 1)` computes for one sample, with the same generator draws, but without its
-    validity check, which reads a value back to the host (a stream synchronisation on a GPU) every step.
+    The distribution: softmax(logits / temperature), cut to the smallest set of most likely tokens whose mass
+    reaches top_p, renormalised. On a GPU (`race`, default: there) one draw per row by the exponential race:
+    argmax(p / E) with E ~ Exp(1), exactly what `torch.multinomial(p, 1)` computes for one sample, with the
+    same generator draws, but without its validity check, which reads a value back to the host (a stream
+    synchronisation on a GPU) every step; elsewhere `torch.multinomial`. Logits that are NaN, or -inf for
+    every token, raise a ValueError on a CPU at once and on a GPU when the chunk's log-probs are read back
+    (`check_logprobs`).
     """
+    if not logits.is_cuda:
+        check_logits(logits)
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # (R, V)
@@ -105,9 +112,31 @@ def sample_next(
         drop = (sorted_probs.cumsum(-1) - sorted_probs) >= top_p
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    if not probs.is_cuda:  # the same draw in one operation; its check costs nothing without a device
+    if not (probs.is_cuda if race is None else race):  # the same draw in one operation; its check is free here
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     return exponential_race(probs, generator)
+
+
+BROKEN_LOGITS = ("the model gave NaN logits, or -inf for every token, {where}: its weights or inputs are broken "
+                 "(a diverged update, a damaged checkpoint, a wrong dtype); resume from an earlier checkpoint or "
+                 "lower the learning rate")
+
+
+def check_logits(logits: torch.Tensor) -> None:
+    """ValueError when a row of (R, V) logits has a NaN or no finite entry (nothing can be sampled from it)."""
+    ok = logits.amax(-1) > float("-inf")  # (R,): amax is NaN where any logit is NaN, -inf where all are
+    if not bool(ok.all()):
+        rows = (~ok).nonzero().squeeze(-1).tolist()
+        raise ValueError(BROKEN_LOGITS.format(where=f"for rows {rows[:5]} of a decode step"))
+
+
+def check_logprobs(logps: torch.Tensor, lengths: list[int]) -> None:
+    """ValueError when a sampled token's log-prob is NaN: the logits it was drawn from were NaN or all -inf.
+    logps: (R, T) on the host; lengths: the tokens each row produced."""
+    for r, n in enumerate(lengths):
+        nan = torch.isnan(logps[r, :n])
+        if bool(nan.any()):
+            raise ValueError(BROKEN_LOGITS.format(where=f"at token {int(nan.nonzero()[0])} of row {r}"))
 
 
 def exponential_race(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -447,6 +476,7 @@ class HFEngine:
         R = len(chunk)
         tokens, logps = tokens[:R].cpu(), logps[:R].cpu()
         lengths, stopped = lengths[:R].cpu().tolist(), stopped[:R].cpu().tolist()
+        check_logprobs(logps, lengths)
         return [
             Completion(tokens[r, : lengths[r]].tolist(), logps[r, : lengths[r]].tolist(),
                        "stop" if stopped[r] else "length")
@@ -718,6 +748,7 @@ class HFEngine:
             next_position = next_position + 1
 
         tokens, logps, lengths, stopped = tokens.cpu(), logps.cpu(), lengths.cpu().tolist(), stopped.cpu().tolist()
+        check_logprobs(logps, lengths)
         return [
             Completion(tokens[r, : lengths[r]].tolist(), logps[r, : lengths[r]].tolist(),
                        "stop" if stopped[r] else "length")

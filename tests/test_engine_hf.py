@@ -208,6 +208,47 @@ def test_static_loop_and_prefix_sharing_match_the_eager_loop(tiny_sft):
     assert shared > 0 and computed + shared == ref.counters.extra["prefill_computed_tokens"]
 
 
+def test_delayed_read_backs_and_compaction_match_the_eager_loop(tiny_sft):
+    """The GPU schedule of the static loop, run on the CPU: finished rows counted only every `check_every`
+    steps (rows that finished in between keep decoding, cut by their length) and compacted into smaller
+    batch sizes. Greedy tokens, log-probs and finish reasons equal the eager loop's on nested states."""
+    model, tok = tiny_sft
+    states = nested_states(HFEngine(model, tok, batch_size=64), ids_of(tok))
+    expected = HFEngine(model, tok, batch_size=64, decode="eager").generate(states, n=1, max_new_tokens=40,
+                                                                           temperature=0.0)
+    for every in (1, 5, 16):
+        engine = HFEngine(model, tok, batch_size=64, decode="static", check_every=every)
+        got = engine.generate(states, n=1, max_new_tokens=40, temperature=0.0)
+        assert [[c.token_ids for c in r] for r in got] == [[c.token_ids for c in r] for r in expected], every
+        assert [[c.finish_reason for c in r] for r in got] == [[c.finish_reason for c in r] for r in expected]
+        torch.testing.assert_close(torch.tensor([x for r in got for c in r for x in c.logprobs]),
+                                   torch.tensor([x for r in expected for c in r for x in c.logprobs]),
+                                   atol=1e-4, rtol=0)
+        assert engine.counters.extra.get("compactions", 0) > 0, every  # rows were moved to smaller batches
+
+
+def test_the_legacy_loop_for_sliding_window_models_matches_the_eager_loop(tiny_sft):
+    """A model with sliding-window layers takes the former loop (its cache keeps only part of the prefix); with a
+    window wider than every sequence it must give the full-attention model's greedy tokens and log-probs."""
+    model, tok = tiny_sft
+    config = model.config.to_dict()
+    config.update(use_sliding_window=True, sliding_window=4096, max_window_layers=0, layer_types=None)
+    windowed = type(model)(type(model.config).from_dict(config)).eval()
+    windowed.load_state_dict(model.state_dict())
+    engine = HFEngine(windowed, tok, batch_size=64)
+    assert engine._decoder(torch.device("cpu")) == "legacy"
+    states = nested_states(HFEngine(model, tok, batch_size=64), ids_of(tok))
+    expected = HFEngine(model, tok, batch_size=64).generate(states, n=2, max_new_tokens=30, temperature=0.0)
+    got = engine.generate(states, n=2, max_new_tokens=30, temperature=0.0)
+    assert engine.counters.extra.get("chunks_legacy", 0) > 0
+    assert [[c.token_ids for c in r] for r in got] == [[c.token_ids for c in r] for r in expected]
+    torch.testing.assert_close(torch.tensor([x for r in got for c in r for x in c.logprobs]),
+                               torch.tensor([x for r in expected for c in r for x in c.logprobs]), atol=1e-4, rtol=0)
+    sampled = engine.generate(states[:3], n=3, max_new_tokens=20, temperature=1.0, seed=5)
+    again = engine.generate(states[:3], n=3, max_new_tokens=20, temperature=1.0, seed=5)
+    assert [[c.token_ids for c in r] for r in sampled] == [[c.token_ids for c in r] for r in again]  # seeded
+
+
 def test_static_loop_sampling_is_seeded_and_its_logprobs_are_the_policys(tiny_sft):
     model, tok = tiny_sft
     engine = HFEngine(model, tok, batch_size=64, decode="static")
@@ -343,3 +384,23 @@ def test_generation_is_clipped_to_the_models_context_with_a_warning(tiny_sft, ca
     assert "clipped" in caplog.text and str(limit) in caplog.text
     with pytest.raises(ValueError, match="fills the model's context"):
         engine.context_clip([[1] * limit], 1)
+
+
+def test_outside_the_tested_transformers_range_the_engine_says_so_and_decodes_eagerly(tiny_sft, monkeypatch, caplog):
+    import tomllib
+    from pathlib import Path
+
+    import fr3e.engines.hf as hf
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    spec = next(d for d in pyproject["project"]["dependencies"] if d.startswith("transformers"))
+    assert spec.replace(" ", "") == f"transformers>={hf.TESTED_TRANSFORMERS[0]},<{hf.TESTED_TRANSFORMERS[1]}"
+    assert hf.transformers_supported()  # the pinned version is inside
+    assert not hf.transformers_supported("4.56.0") and not hf.transformers_supported("6.0.0")
+    model, tok = tiny_sft
+    monkeypatch.setattr(hf, "transformers_supported", lambda version=None: False)
+    with caplog.at_level("WARNING", logger="fr3e.engines.hf"):
+        engine = HFEngine(model, tok, decode="static")
+    assert "outside the range" in caplog.text and len(caplog.records) == 1
+    assert engine._decoder(torch.device("cpu")) == "eager"
+    assert engine.generate(ids_of(tok)[:1], n=1, max_new_tokens=4, temperature=0.0)[0][0].token_ids

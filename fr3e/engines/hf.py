@@ -56,6 +56,23 @@ from fr3e.engines.base import Completion, EngineCounters, _as_ids, stop_token_id
 logger = logging.getLogger(__name__)
 
 
+TESTED_TRANSFORMERS = ("5.17", "6")
+"""The transformers versions the engine is tested with, [low, high) (pyproject.toml states the same range): its
+fixed-shape loops hand the model a cache object of their own, whose interface transformers may change."""
+
+
+def transformers_supported(version: str | None = None) -> bool:
+    """Whether `version` (default: the installed transformers) is in `TESTED_TRANSFORMERS`."""
+    from packaging.version import Version
+
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    low, high = (Version(v) for v in TESTED_TRANSFORMERS)
+    return low <= Version(version) < high
+
+
 def _unwrap(model):
     """The bare module under DDP / accelerate / torch.compile wrappers."""
     while hasattr(model, "module"):
@@ -262,7 +279,7 @@ class HFEngine:
         prune_fraction: float = 0.125,
         decode: str = "auto",
         share_prefixes: bool = True,
-        check_every: int = 16,
+        check_every: int | None = None,
         kv_budget_bytes: int = 0,
         copy_dtype: torch.dtype | None = None,
     ):
@@ -271,7 +288,8 @@ class HFEngine:
         batch once at least this share of the live rows has finished (our choice: 1/8, measured; eager loop).
         decode: 'auto' (CUDA graphs on a GPU, the eager loop elsewhere), 'eager', 'static' or 'graph' (module
         docstring). share_prefixes: prefill a prompt that is a prefix of another prompt of its chunk from that
-        prompt's keys and values. check_every: steps between the static loop's read-backs on a GPU.
+        prompt's keys and values. check_every: steps between the static loop's read-backs (default: 16 on a GPU,
+        where each read-back is a stream synchronisation, and every step on a CPU, where it is free).
         kv_budget_bytes: when > 0, rows per chunk are also bounded so that their keys and values (every layer,
         the chunk's longest prompt + max_new_tokens positions) fit in this many bytes (`kv_rows`).
         copy_dtype: dtype of the private copy a sharded (FSDP2) model is sampled from (e.g. torch.bfloat16
@@ -289,6 +307,13 @@ class HFEngine:
         self.kv_budget_bytes = kv_budget_bytes
         self.copy_dtype = copy_dtype
         self._graphs_ok = True
+        self._static_ok = transformers_supported()
+        if not self._static_ok and decode in ("static", "graph", "auto"):
+            import transformers
+
+            logger.warning("transformers %s is outside the range the HF engine is tested with (>=%s,<%s): it decodes "
+                           "with the eager loop (DynamicCache) instead of the fixed-shape loops",
+                           transformers.__version__, *TESTED_TRANSFORMERS)
         self._copy = None
         self._source = None
         self.sync_weights(model)
@@ -453,6 +478,8 @@ class HFEngine:
         choice = self.decode
         if choice == "auto":
             choice = "graph" if device.type == "cuda" else "eager"
+        if choice in ("static", "graph") and not self._static_ok:
+            return "eager"  # an untested transformers: its cache interface may not take our fixed-shape cache
         if choice == "graph" and (device.type != "cuda" or not self._graphs_ok):
             choice = "static"
         if choice in ("static", "graph") and getattr(config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
@@ -663,7 +690,7 @@ class HFEngine:
         live = torch.arange(R, device=device)  # (b,) original row of each decoded row (R: padding)
         done = torch.zeros(R, dtype=torch.bool, device=device)  # (b,)
         b = R
-        check = max(1, self.check_every) if device.type == "cuda" else 1
+        check = max(1, self.check_every or (16 if device.type == "cuda" else 1))
         for t in range(T):
             index.fill_(W + t)
             logits = step(b)  # (b, V)
@@ -690,6 +717,7 @@ class HFEngine:
                     buf[:n_live] = buf[keep]
                 base[:n_live], ids[:n_live], pos[:n_live] = base[keep], ids[keep], pos[keep]
                 live = torch.cat([live[keep], live.new_full((smaller - n_live,), R)])
+                self.counters.extra["compactions"] = self.counters.extra.get("compactions", 0) + 1
                 done = torch.cat([done.new_zeros(n_live), done.new_ones(smaller - n_live)])
                 b = smaller
         return tokens, logps, lengths, stopped

@@ -8,8 +8,9 @@ The version we implement (and why it is not `model.generate`):
 - Our own loops over `model(..., cache=...)`, not `model.generate`. On a CPU (the tiny model at batch 256 on
   2 idle cores): 47k vs 38k generated tok/s at a fixed length, and 38k vs 16k tok/s on real arithmetic
   rollouts that stop at EOS (n=16 per prompt). On one H200 in bf16 (reproduce/bench_gpu.md): 2.7x
-  `model.generate` at the Qwen2.5-0.5B layout and 1.35x at the 7B layout at a fixed length, 3.4x and 5x on
-  FR3E-shaped rollouts, warm; more on a first (cold) call.
+  `model.generate` with its default dynamic cache at the Qwen2.5-0.5B layout and 1.35x at the 7B layout at a
+  fixed length, single warm runs; against `generate` with a static (compiled) cache and against vLLM it is not
+  measured yet (docs/paper-profile.md), so no speed-up over them is claimed.
 - Prefill: each prompt's prefix (all tokens but the last) is computed once per chunk and its keys and values
   gathered to its n sample rows; a prompt that is a prefix of another prompt of the chunk (FR3E's nested states
   S_j of one trajectory) reads them from the longest one instead of being prefilled again

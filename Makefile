@@ -95,7 +95,7 @@ bench-gpu: $(STAMP)  ## rollout tok/s on a GPU: HF engine vs model.generate vs v
 rehearse-table1: $(STAMP)  ## CPU dress rehearsal of reproduce-table1 PROFILE=paper: 2-process FSDP/DDP, kill+resume, notebook (~10 min)
 	OMP_NUM_THREADS=1 $(PY) -m fr3e.cli.rehearsal --dir runs/rehearsal
 
-plan-table1: $(STAMP)  ## print the paper-profile Table 1 plan: runs, GPUs, tokens, GPU-hours, disk
+plan-table1: $(STAMP)  ## print the paper-profile Table 1 plan: runs, GPUs, tokens, GPU-hours, disk; memory per GPU by phase and engine
 	$(PY) -m fr3e.cli.plan
 
 warm-starts: $(STAMP)  ## retrain the shipped tiny base models of every world (fr3e/tasks/warm_starts/, ~15 min on 2 cores)

@@ -122,3 +122,48 @@ def test_paper_recipes_fit_with_the_logits_peak():
         r = estimate_run(config)
         assert r["logits_gb_nograd"] < r["logits_gb_train"] < 12  # micro-batched, sliced: no 50 GB pass
         assert r["per_gpu_gb"] <= 80 * 0.9, r["run"]
+
+
+def test_phase_memory_by_hand_and_the_binding_phase():
+    """Qwen2.5-7B FR3E on 8 GPUs: every term of each phase from the recipe, and the phase that binds."""
+    from fr3e.training.config import load_config
+
+    config = load_config(ROOT / plan.DEFAULT_CONFIG_DIR / "qwen2.5-7b-fr3e.yaml")
+    P, N = plan.MODEL_PARAMS["Qwen/Qwen2.5-7B"], 8
+    seq = config.max_sequence_tokens
+    rows = min(config.optim.micro_batch_size, config.optim.micro_batch_tokens // seq)
+    m = plan.phase_memory(config, "vllm", N)
+    collect = m["phases"]["collect"]
+    assert collect["weights + Adam (fp32, sharded)"] == pytest.approx(12 * P / N / 1e9)
+    assert collect["vLLM (weights + KV cache + activations)"] == pytest.approx(0.35 * 80)
+    assert collect["entropy pass (no grad, one micro-batch)"] == pytest.approx(
+        plan.logits_gb(rows, seq, 152064, 512, grad=False))
+    update = m["phases"]["update"]
+    assert update["gradients (fp32, sharded)"] == pytest.approx(4 * P / N / 1e9)
+    assert m["phases"]["wake-up"]["one gathered full tensor (fp32)"] == pytest.approx(152064 * 3584 * 4 / 1e9)
+    assert m["totals"]["collect"] == pytest.approx(sum(collect.values()))
+    assert m["binding"] == max(m["totals"], key=m["totals"].get) and m["fits"]
+    hf = plan.phase_memory(config, "hf", N)
+    kv = plan.kv_bytes_per_token(plan.MODEL_SHAPES["Qwen/Qwen2.5-7B"])
+    assert kv == 2 * 28 * 4 * 128 * 2  # 57 KB of keys and values per token in bf16
+    assert hf["phases"]["collect"]["HF engine copy (bf16, unsharded)"] == pytest.approx(2 * P / 1e9)
+    assert hf["phases"]["collect"]["HF engine KV cache (one chunk)"] == config.rollout.kv_cache_gb == 16
+    # without a KV budget the HF engine's chunk of batch_size rows at the longest sequence does not fit
+    from dataclasses import replace
+
+    unbounded = replace(config, rollout=replace(config.rollout, kv_cache_gb=0.0))
+    assert not plan.phase_memory(unbounded, "hf", N)["fits"]
+    # the 32B model's unsharded HF copy alone is 65 GB: it needs vLLM's tensor parallelism
+    big = load_config(ROOT / plan.DEFAULT_CONFIG_DIR / "qwen2.5-32b-fr3e.yaml")
+    assert not plan.phase_memory(big, "hf", 16)["fits"]
+    with pytest.raises(ValueError, match="engine 'sglang'"):
+        plan.phase_memory(config, "sglang", N)
+
+
+def test_the_plan_command_prints_the_phases(capsys):
+    from fr3e.cli.plan import main
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "Memory per GPU by phase on 8 × 80 GB" in out
+    assert out.count(" vllm ") >= 6 and out.count(" hf ") >= 6 and "binds" in out

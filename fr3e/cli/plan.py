@@ -16,6 +16,7 @@ from fr3e.study.plan import (
     Assumptions,
     _parse_throughput,
     estimate_run,
+    format_phases,
     format_table,
     load_recipes,
 )
@@ -79,8 +80,9 @@ def _main(argv: list[str]) -> int:
     if not config_dir.is_dir() or not any(config_dir.glob("*.yaml")):
         raise UserError(f"no *.yaml recipes in {config_dir}; pass --config-dir reproduce/configs/table1 (or a "
                         "folder of your own recipes).")
-    rows = [estimate_run(c, a) for c in load_recipes(config_dir)]
-    sys.stdout.write(format_table(rows, a) + "\n")
+    configs = load_recipes(config_dir)
+    rows = [estimate_run(c, a) for c in configs]
+    sys.stdout.write(format_table(rows, a) + "\n\n" + format_phases(configs, args.gpus, a) + "\n")
     return 0
 
 

@@ -227,6 +227,93 @@ def estimate_run(config: TrainConfig, assumptions: Assumptions | None = None) ->
     }
 
 
+MODEL_SHAPES = {
+    # config.json of each model: layers, hidden size, key/value heads, head dim, vocabulary
+    "Qwen/Qwen2.5-7B": dict(layers=28, hidden=3584, kv_heads=4, head_dim=128, vocab=152064),
+    "Qwen/Qwen2.5-Math-7B": dict(layers=28, hidden=3584, kv_heads=4, head_dim=128, vocab=152064),
+    "Qwen/Qwen2.5-32B": dict(layers=64, hidden=5120, kv_heads=8, head_dim=128, vocab=152064),
+}
+"""What the per-phase memory needs of each Table 1 model beyond its size (the models' config.json)."""
+
+ENGINES = ("vllm", "hf")
+PHASES = ("collect", "update", "wake-up")
+
+
+def kv_bytes_per_token(shape: dict, dtype_bytes: int = 2) -> float:
+    """Keys and values of one token over every layer, bytes (bf16 by default)."""
+    return 2 * shape["layers"] * shape["kv_heads"] * shape["head_dim"] * dtype_bytes
+
+
+def phase_memory(config: TrainConfig, engine: str, gpus: int, a: Assumptions | None = None) -> dict:
+    """GB per GPU in each phase of one step, by term, for `config` on `gpus` GPUs (FSDP full shard) with the
+    rollout engine `engine` ('vllm' colocated in sleep mode, or 'hf').
+
+    collect  the engine is awake and samples; the trainer holds its fp32 weights and Adam states (gradients were
+             freed after the last update) and runs the no-grad entropy pass over the first-return trajectories.
+             vLLM holds `gpu_memory_utilization` of the GPU (weights, KV cache, its activations); the HF engine
+             holds an unsharded bf16 copy of the weights and the KV cache of one chunk of rows (`kv_cache_gb`,
+             else `batch_size` rows of the longest sequence).
+    update   the engine sleeps (vLLM offloads its weights and drops its KV cache; the HF engine frees its copy);
+             the trainer adds gradients, checkpointed activations and the log-prob peak with gradients.
+    wake-up  after the update, gradients freed and PyTorch's cache returned: the engine's weights come back
+             (vLLM's bf16 weights / tensor-parallel degree, or the HF copy) and the new weights are gathered into
+             them one full tensor at a time (the largest, the fp32 embedding or output layer, bounds that).
+    Returns {"phases": {phase: {term: GB}}, "totals": {phase: GB}, "binding": phase, "fits": bool, "usable_gb": GB}.
+    """
+    a = a or Assumptions()
+    base = config.model.base
+    params = model_params(base)
+    shape = MODEL_SHAPES.get(base, dict(layers=32, hidden=4096, kv_heads=8, head_dim=128, vocab=a.vocab_size))
+    seq = config.max_sequence_tokens
+    rows = config.optim.micro_batch_size
+    if config.optim.micro_batch_tokens:
+        rows = min(rows, max(1, config.optim.micro_batch_tokens // seq))
+    weights_adam = 12 * params / gpus / 1e9  # fp32 master weights (4) + Adam m, v (8) per parameter, sharded
+    grads = 4 * params / gpus / 1e9
+    largest_tensor = shape["vocab"] * shape["hidden"] * 4 / 1e9  # one fp32 embedding / output layer, gathered whole
+    nograd = logits_gb(rows, seq, shape["vocab"], a.logprob_chunk, grad=False)
+    if engine == "vllm":
+        engine_awake = {"vLLM (weights + KV cache + activations)": config.rollout.gpu_memory_utilization
+                        * a.gpu_memory_gb}
+        engine_weights = {"vLLM weights (bf16 / TP)": 2 * params / config.rollout.tensor_parallel_size / 1e9}
+    elif engine == "hf":
+        kv = config.rollout.kv_cache_gb or (config.rollout.batch_size * seq * kv_bytes_per_token(shape) / 1e9)
+        engine_weights = {"HF engine copy (bf16, unsharded)": 2 * params / 1e9}
+        engine_awake = {**engine_weights, "HF engine KV cache (one chunk)": kv}
+    else:
+        raise ValueError(f"engine {engine!r}: use one of {ENGINES}")
+    phases = {
+        "collect": {"weights + Adam (fp32, sharded)": weights_adam, **engine_awake,
+                    "entropy pass (no grad, one micro-batch)": nograd},
+        "update": {"weights + Adam (fp32, sharded)": weights_adam, "gradients (fp32, sharded)": grads,
+                   "activations (checkpointed)": a.activation_gb,
+                   "log-prob peak (with grad, one micro-batch)": logits_gb(rows, seq, shape["vocab"], a.logprob_chunk,
+                                                                          grad=True)},
+        "wake-up": {"weights + Adam (fp32, sharded)": weights_adam, **engine_weights,
+                    "one gathered full tensor (fp32)": largest_tensor},
+    }
+    totals = {name: sum(terms.values()) for name, terms in phases.items()}
+    binding = max(totals, key=totals.get)
+    usable = a.gpu_memory_gb * a.memory_headroom
+    return {"phases": phases, "totals": totals, "binding": binding, "fits": totals[binding] <= usable,
+            "usable_gb": usable, "gpus": gpus, "engine": engine, "run": config.name}
+
+
+def format_phases(configs: list[TrainConfig], gpus: int, a: Assumptions | None = None) -> str:
+    """One line per recipe and engine: GB per GPU in each phase, the phase that binds, and whether it fits."""
+    a = a or Assumptions()
+    lines = [f"Memory per GPU by phase on {gpus} × {a.gpu_memory_gb:.0f} GB (usable {a.gpu_memory_gb * a.memory_headroom:.0f} "
+             "GB; fr3e.study.plan.phase_memory):",
+             f"  {'run':32}{'engine':>7}{'collect':>9}{'update':>8}{'wake-up':>9}  {'binds':8}fits"]
+    for config in configs:
+        for engine in ENGINES:
+            m = phase_memory(config, engine, gpus, a)
+            t = m["totals"]
+            lines.append(f"  {config.name:32}{engine:>7}{t['collect']:>9.1f}{t['update']:>8.1f}{t['wake-up']:>9.1f}  "
+                         f"{m['binding']:8}{'yes' if m['fits'] else 'NO'}")
+    return "\n".join(lines)
+
+
 def _eval_size(name: str, limit: int, a: Assumptions) -> int:
     size = a.benchmark_sizes.get(name)
     if size is None:

@@ -118,7 +118,7 @@ def add_figure(out_dir: str | Path, name: str, figure, source: str, dpi: int = 1
 
 
 # ======================================================================================== run archive
-ARCHIVED_FILES = ("config.json", "env.json", "eval.jsonl", "probe.jsonl", "final_eval-p*.json")
+ARCHIVED_FILES = ("config.json", "env.json", "eval.jsonl", "probe.jsonl", "final_eval-p*.json", "DONE")
 """What a run's archive keeps as it is; metrics.jsonl is kept gzipped (`metrics.jsonl.gz`, read by `read_jsonl`)."""
 
 
@@ -140,6 +140,12 @@ def archive_runs(run_dirs: Sequence[str | Path], results_dir: str | Path) -> lis
         if metrics.exists():  # mtime 0: the same log always gives the same bytes
             atomic_write_bytes(dest / "metrics.jsonl.gz", gzip.compress(metrics.read_bytes(), mtime=0))
         out.append(dest)
+    # The base models' evaluations of the runs' folders (Table 1's base rows, the curves' step 0), so a notebook
+    # opened on committed results (`source='committed'`) needs no model.
+    for folder in sorted({Path(d).parent for d in run_dirs}):
+        for src in sorted(folder.glob("base-*.json")):
+            dest = archived_run(results_dir, folder / "x").parent / src.name
+            atomic_write_bytes(dest, src.read_bytes())
     return out
 
 

@@ -56,6 +56,37 @@ def committed_runs(artefact_dir: str | Path) -> list[Path] | None:
     return found if found and all((d / "config.json").exists() for d in found) else None
 
 
+def open_committed(artefact: str, committed_dir: str | Path = "results"):
+    """(runs, runs_root) of a committed artefact, for a notebook opened with `source='committed'`: one `RunInfo`
+    per run its provenance.json names, pointing at the logs archived in `<committed_dir>/runs/`, and that folder
+    (where the base models' evaluations are archived too). Nothing trains or evaluates."""
+    from fr3e.study.loaders import run_meta
+    from fr3e.study.runs import ARCHIVE, RunInfo
+
+    artefact_dir = Path(committed_dir) / artefact
+    dirs = committed_runs(artefact_dir)
+    if dirs is None:
+        raise FileNotFoundError(f"{artefact_dir}: no committed run logs to open (its provenance.json names no run, or "
+                                f"some are not archived under {Path(committed_dir) / ARCHIVE}); run the notebook with "
+                                "source='train'")
+    runs = []
+    for d in dirs:
+        meta = run_meta(d)
+        runs.append(RunInfo(meta["method"], meta["model"], meta["seed"], meta["steps"], d, Path(), meta["arm"]))
+    return runs, Path(committed_dir) / ARCHIVE
+
+
+def committed_summary(artefact: str, committed_dir: str | Path = "results") -> dict:
+    """`<committed_dir>/<artefact>/summary.json`, for what a notebook cannot recompute from run logs (the final
+    policies' diversity cards need the models)."""
+    from fr3e.utils.io import read_json
+
+    path = Path(committed_dir) / artefact / "summary.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run the notebook with source='train' first")
+    return read_json(path, "restore it with git checkout")
+
+
 def claims_from_committed(artefact_dir: str | Path) -> list[dict]:
     """The claims of a committed `results/<artefact>/`, rebuilt from the repository alone.
 

@@ -244,13 +244,15 @@ def base_evals(
     cache_dir: str | Path = DEFAULT_CACHE,
     evaluator: Callable[..., dict] | None = None,
     warm_starter: Callable[..., Path] | None = None,
+    cached_only: bool = False,
 ) -> pd.DataFrame:
     """Evaluate each warm-started base model with the recipe's evaluation settings (Table 1 "base" rows).
 
     Settings (benchmarks, n, problems, temperature, top-p, response budget) come from `recipe` plus
     `overrides` / `eval_n`, so base and trained models are scored alike. Cached as
     `<runs_root>/<profile>/base-<model>-<hash of settings>.json`. evaluator / warm_starter default to
-    `fr3e.evaluation.evaluate.evaluate` / `fr3e.tasks.warm_start.warm_start` (tests inject fakes).
+    `fr3e.evaluation.evaluate.evaluate` / `fr3e.tasks.warm_start.warm_start` (tests inject fakes). cached_only:
+    a missing evaluation is an error instead of being computed (notebooks opened on committed results).
     Returns flattened rows like `load_evals`, with method "base" and seed `seed`.
     """
     from fr3e.training.config import load_config
@@ -270,6 +272,9 @@ def base_evals(
         if path.exists():
             logger.info("base model %s: evaluation cached at %s", model, path)
             rows = read_json(path, f"delete {path} to evaluate the base model again")["rows"]
+        elif cached_only:
+            raise FileNotFoundError(f"no evaluation of base model {model} at {path} (these settings were not "
+                                    "committed); open the notebook with source='train' to compute it")
         else:
             if evaluator is None:
                 from fr3e.evaluation.evaluate import evaluate as evaluator

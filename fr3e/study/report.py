@@ -63,6 +63,8 @@ from fr3e.study.committed import (
     NOT_COMMITTED_SHORT,
     claims_from_committed,
     committed_runs,
+    committed_summary,
+    open_committed,
     recompute_committed_claims,
 )
 from fr3e.study.jobs import (
@@ -161,6 +163,7 @@ from fr3e.study.tables import (
     with_arm,
 )
 from fr3e.study.walkthrough import (
+    committed_sample,
     walkthrough,
     walkthrough_sample,
     walkthrough_table,

@@ -104,14 +104,18 @@ def walkthrough(
             "alpha": {"paper": float(alpha["paper"][j]), "official": float(alpha["official"][j])},
             "advantages": [round(float(a), 6) for a in adv[j]],
             "examples": [text(c.token_ids) for c in conts[j][:2]],
+            "continuations": [text(c.token_ids) for c in conts[j]],
         })
     return {
         "step": 0,
         "prompt": problem["prompt"],
+        "prompt_ids": list(prompt_ids),
         "answer": problem["answer"],
         "trajectories": [{
             "trajectory_id": 0,
             "tokens": [tokenizer.decode([t]) for t in response],
+            "token_ids": list(response),
+            "ends_with_eos": base.finish_reason == "stop",
             "entropy": [round(float(h), 5) for h in entropy[0]],
             "scores": [round(float(h), 5) for h in entropy[0]],
             "anchors": anchor_list,
@@ -152,6 +156,21 @@ def walkthrough_sample(profile: str = "tiny", model: str = "general", problem_in
         raise FileNotFoundError(f"no FR3E run of {model} (seed {seed}) under {Path(runs_root) / profile}; run the "
                                 "table1 notebook (python -m fr3e.cli.reproduce table1) first")
     return first_sample(found[0], step=-1)
+
+
+def committed_sample(results_dir: str | Path = "results") -> dict:
+    """The walkthrough sample committed in `<results_dir>/walkthrough/summary.json` (the notebook's
+    `source='committed'`: no model, no sampling)."""
+    from fr3e.utils.io import read_json
+
+    path = Path(results_dir) / "walkthrough" / "summary.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run the walkthrough with source='run' (make "
+                                "reproduce-walkthrough) or point committed_dir at a results folder that holds it")
+    sample = read_json(path, "restore it with git checkout, or rerun make reproduce-walkthrough")["sample"]
+    if "prompt_ids" not in sample or "token_ids" not in sample["trajectories"][0]:
+        raise ValueError(f"{path} was written before samples kept their token ids; rerun make reproduce-walkthrough")
+    return sample
 
 
 def walkthrough_table(sample: dict, trajectory_id: int | None = None) -> pd.DataFrame:

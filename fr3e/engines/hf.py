@@ -49,7 +49,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from transformers import DynamicCache
 
 from fr3e.engines.base import Completion, EngineCounters, _as_ids, stop_token_ids

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from fr3e.tasks import arithmetic
 from fr3e.tasks.worlds import get_world, reward

@@ -76,6 +76,16 @@ def open_committed(artefact: str, committed_dir: str | Path = "results"):
     return runs, Path(committed_dir) / ARCHIVE
 
 
+def committed_parameters(notebook: str | Path, profile: str = "tiny", world: str | None = None) -> dict:
+    """The parameters a notebook's committed results were made with (those `make reproduce` injects), minus where
+    runs and results live: what a notebook opened with `source='committed'` sets before reading the logs."""
+    from fr3e.study.reproduction import parameters_for
+
+    params = parameters_for(profile, smoke=False, notebook=notebook, **({"world": world} if world else {}))
+    return {k: v for k, v in params.items() if k not in ("runs_root", "results_dir", "cache_dir", "source",
+                                                         "committed_dir", "accelerate_config")}
+
+
 def committed_summary(artefact: str, committed_dir: str | Path = "results") -> dict:
     """`<committed_dir>/<artefact>/summary.json`, for what a notebook cannot recompute from run logs (the final
     policies' diversity cards need the models)."""

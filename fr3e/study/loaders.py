@@ -244,15 +244,17 @@ def base_evals(
     cache_dir: str | Path = DEFAULT_CACHE,
     evaluator: Callable[..., dict] | None = None,
     warm_starter: Callable[..., Path] | None = None,
-    cached_only: bool = False,
+    read_only: bool = False,
 ) -> pd.DataFrame:
     """Evaluate each warm-started base model with the recipe's evaluation settings (Table 1 "base" rows).
 
     Settings (benchmarks, n, problems, temperature, top-p, response budget) come from `recipe` plus
     `overrides` / `eval_n`, so base and trained models are scored alike. Cached as
     `<runs_root>/<profile>/base-<model>-<hash of settings>.json`. evaluator / warm_starter default to
-    `fr3e.evaluation.evaluate.evaluate` / `fr3e.tasks.warm_start.warm_start` (tests inject fakes). cached_only:
-    a missing evaluation is an error instead of being computed (notebooks opened on committed results).
+    `fr3e.evaluation.evaluate.evaluate` / `fr3e.tasks.warm_start.warm_start` (tests inject fakes). read_only:
+    `runs_root` is only read (a notebook opened on committed results reads the archive): an evaluation missing
+    there is computed and cached under the repository's runs/ instead (an evaluation of a shipped base model; no
+    training).
     Returns flattened rows like `load_evals`, with method "base" and seed `seed`.
     """
     from fr3e.training.config import load_config
@@ -269,12 +271,11 @@ def base_evals(
         identity = {**settings, **({"local_files": d.local_files} if d.local_files else {})}
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
         path = Path(runs_root) / profile_dir(config.profile, d.world) / f"base-{safe_name(model)}-{key}.json"
+        if read_only and not path.exists():
+            path = DEFAULT_CACHE.parent / path.relative_to(runs_root)
         if path.exists():
             logger.info("base model %s: evaluation cached at %s", model, path)
             rows = read_json(path, f"delete {path} to evaluate the base model again")["rows"]
-        elif cached_only:
-            raise FileNotFoundError(f"no evaluation of base model {model} at {path} (these settings were not "
-                                    "committed); open the notebook with source='train' to compute it")
         else:
             if evaluator is None:
                 from fr3e.evaluation.evaluate import evaluate as evaluator

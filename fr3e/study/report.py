@@ -62,6 +62,7 @@ from fr3e.study.committed import (
     NOT_COMMITTED,
     NOT_COMMITTED_SHORT,
     claims_from_committed,
+    committed_parameters,
     committed_runs,
     committed_summary,
     open_committed,

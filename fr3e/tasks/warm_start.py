@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from fr3e.tasks.model import build_tiny, num_parameters, save_tiny
 from fr3e.tasks.tokenizer import build_tokenizer

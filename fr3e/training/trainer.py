@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from fr3e.data.paper import encode_prompt
 from fr3e.method.branching import State

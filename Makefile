@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 # The environment is rebuilt when pyproject.toml or constraints.txt change (stamp keyed on their hash).
 ENV_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(ENV_HASH)
-# Profile: `tiny` (CPU, embedded world; the default, also on a machine with GPUs) or `paper` (Qwen2.5 on an
-# 8-GPU node: PROFILE=paper checks what it needs before anything starts). `auto` picks paper only where it can run.
+# Profile: `tiny` (CPU, embedded world; the default, also on a machine with GPUs), `1gpu` (Qwen2.5-Math-1.5B on one
+# 80 GB GPU) or `paper` (Qwen2.5 on an 8-GPU node); 1gpu and paper check what they need before anything starts.
+# `auto` picks paper only where it can run.
 PROFILE ?= tiny
 # Tiny world: `paths` (a digraph with real forks: the studied world, results/) or `arithmetic` (the control without
 # forks, results/arithmetic/). The paper profile ignores it.
@@ -15,7 +16,7 @@ WORLD ?= paths
 NOTEBOOKS := walkthrough table1 entropy length advantage all_right
 
 .DEFAULT_GOAL := help
-.PHONY: help env test unit lint nbval reproduce smoke lab bench bench-gpu plan-table1 gpu-smoke clean-runs rehearse-table1 warm-starts \
+.PHONY: help env test unit lint nbval reproduce smoke lab bench bench-gpu plan plan-table1 gpu-smoke clean-runs rehearse-table1 warm-starts \
         test-vllm-cpu reproduce-compute reproduce-ablations \
         $(addprefix reproduce-,$(NOTEBOOKS))
 
@@ -71,7 +72,7 @@ test: $(STAMP)  ## ruff + the layer rule + tests on 2 workers beside nbval (what
 reproduce: $(STAMP)  ## run every notebook in order with papermill (tiny profile on CPU), write results/
 	$(PY) -m fr3e.cli.reproduce --profile $(PROFILE) --world $(WORLD) all
 
-$(addprefix reproduce-,$(NOTEBOOKS)): reproduce-%: $(STAMP)  ## (one per artefact) e.g. make reproduce-table1 PROFILE=tiny|paper
+$(addprefix reproduce-,$(NOTEBOOKS)): reproduce-%: $(STAMP)  ## (one per artefact) e.g. make reproduce-table1 PROFILE=tiny|paper|1gpu
 	$(PY) -m fr3e.cli.reproduce --profile $(PROFILE) --world $(WORLD) $*
 
 reproduce-compute: $(STAMP)  ## FR3E vs GRPO++ at equal steps, tokens and wall time (tiny, 24 runs, ~50 min on 2 cores; not in reproduce)
@@ -97,6 +98,9 @@ rehearse-table1: $(STAMP)  ## CPU dress rehearsal of reproduce-table1 PROFILE=pa
 
 plan-table1: $(STAMP)  ## print the paper-profile Table 1 plan: runs, GPUs, tokens, GPU-hours, disk; memory per GPU by phase and engine
 	$(PY) -m fr3e.cli.plan
+
+plan: $(STAMP)  ## the plan of PROFILE=paper (= plan-table1) or PROFILE=1gpu: runs, tokens, memory by phase, expected hours
+	$(PY) -m fr3e.cli.plan --profile $(if $(filter 1gpu,$(PROFILE)),1gpu,paper)
 
 warm-starts: $(STAMP)  ## retrain the shipped tiny base models of every world (fr3e/tasks/warm_starts/, ~15 min on 2 cores)
 	$(PY) -c "from fr3e.tasks.warm_start import ship, WORLD_BASE_MODELS; print(*(p for w in WORLD_BASE_MODELS for p in ship(world=w)), sep='\n')"

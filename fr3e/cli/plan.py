@@ -33,9 +33,12 @@ def _main(argv: list[str]) -> int:
     from fr3e.utils.errors import UserError
 
     parser = argparse.ArgumentParser(prog="python -m fr3e.cli.plan", description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="paper", choices=("paper", "1gpu"),
+                        help="paper: the Table 1 recipes on 8-GPU nodes; 1gpu: the one-GPU recipes on one GPU")
     parser.add_argument("--config-dir", default=None,
-                        help="folder of recipes (default: reproduce/configs/table1 of this checkout)")
-    parser.add_argument("--gpus", type=int, default=8, help="GPUs per node; runs use a multiple of it")
+                        help="folder of recipes (default: the profile's, reproduce/configs/table1 or reproduce/configs/1gpu)")
+    parser.add_argument("--gpus", type=int, default=None,
+                        help="GPUs per node; runs use a multiple of it (default: 8 for paper, 1 for 1gpu)")
     parser.add_argument("--throughput", action="append",
                         help="vLLM generated tokens/s per GPU by size, e.g. 7b=3363,32b=577 (repeatable)")
     parser.add_argument("--mfu", type=float, default=None, help="training model-FLOP utilisation (0-1)")
@@ -44,6 +47,8 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--refill", type=float, default=None, help="dynamic-sampling extra generation fraction")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.gpus is None:
+        args.gpus = 1 if args.profile == "1gpu" else 8
     if args.gpus < 1:
         raise UserError(f"--gpus {args.gpus}: a node has at least 1 GPU (H100 nodes: 8).")
     if args.mfu is not None and not 0 < args.mfu <= 1:
@@ -74,9 +79,10 @@ def _main(argv: list[str]) -> int:
                     default_response_tokens=args.response_tokens)
     if args.refill is not None:
         a = replace(a, refill_fraction=args.refill)
-    config_dir = Path(args.config_dir) if args.config_dir else DEFAULT_CONFIG_DIR
+    folder = "1gpu" if args.profile == "1gpu" else "table1"
+    config_dir = Path(args.config_dir) if args.config_dir else DEFAULT_CONFIG_DIR.parent / folder
     if args.config_dir is None and not config_dir.exists():
-        config_dir = recipe_dir() / "table1"
+        config_dir = recipe_dir() / folder
     if not config_dir.is_dir() or not any(config_dir.glob("*.yaml")):
         raise UserError(f"no *.yaml recipes in {config_dir}; pass --config-dir reproduce/configs/table1 (or a "
                         "folder of your own recipes).")

@@ -32,8 +32,9 @@ def _main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m fr3e.cli.reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", default=["all"], metavar="ARTEFACT",
                         help=f"all (default; without {' and '.join(STUDIES)}) or any of: {', '.join(NOTEBOOKS)}")
-    parser.add_argument("--profile", default="auto", choices=("auto", "tiny", "paper"),
-                        help="auto: paper when CUDA GPUs are visible, tiny otherwise")
+    parser.add_argument("--profile", default="auto", choices=("auto", "tiny", "paper", "1gpu"),
+                        help="tiny (CPU), paper (8 GPUs, vLLM), 1gpu (one GPU, HF engine); auto: paper where all it "
+                             "needs is there, tiny otherwise")
     parser.add_argument("--world", default=None, metavar="WORLD",
                         help="tiny world: paths (default; real forks, results/) or arithmetic (the control without "
                              "forks, results/arithmetic/)")

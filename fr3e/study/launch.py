@@ -48,6 +48,14 @@ def default_workers() -> int:
     return _cores()
 
 
+def _on_the_gpu(recipes) -> bool:
+    """Whether the recipes run the paper data path (the paper and one-GPU profiles), which trains on the GPU."""
+    from fr3e.training.config import load_config
+
+    flat = [p for v in recipes.values() for p in (v.values() if isinstance(v, dict) else [v])]
+    return any(load_config(p).profile == "paper" for p in flat)
+
+
 def _cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -106,6 +114,8 @@ def ensure_runs(
         workers = 1
         start = _in_process_starter(launcher, progress, cache_dir)
     else:
+        if workers is None and _on_the_gpu(recipes):
+            workers = 1  # paper-data recipes (paper, 1gpu) train on the GPU: one run at a time, never side by side
         workers = 1 if accelerate_config else (workers or default_workers())
         threads = max(1, _cores() // workers)
         if command is None:

@@ -56,6 +56,7 @@ MODEL_PARAMS = {
     "Qwen/Qwen2.5-7B": 7.61e9,  # Qwen2.5-7B model card: 7.61B parameters
     "Qwen/Qwen2.5-Math-7B": 7.61e9,  # same architecture as Qwen2.5-7B (Qwen2.5-Math report)
     "Qwen/Qwen2.5-32B": 32.5e9,  # Qwen2.5-32B model card: 32.5B parameters
+    "Qwen/Qwen2.5-Math-1.5B": 1.54e9,  # Qwen2.5-Math-1.5B model card: 1.54B parameters (the one-GPU profile)
 }
 """Parameter counts of the Table 1 models (model cards)."""
 
@@ -68,6 +69,7 @@ class Assumptions:
         "Qwen/Qwen2.5-7B": 1500.0,  # our guess: between SimpleRL-Zoo's ~1k zero-RL lengths and the 3072 cap
         "Qwen/Qwen2.5-Math-7B": 2500.0,  # paper Fig. 4: Math-7B response length plateaus near 2.5k
         "Qwen/Qwen2.5-32B": 1500.0,  # our guess, as Qwen2.5-7B
+        "Qwen/Qwen2.5-Math-1.5B": 600.0,  # our guess: under the one-GPU recipe's 1,024-token cap
     })
     default_response_tokens: float = 1500.0  # our guess, for models not listed above
     mean_prompt_tokens: float = 150.0  # our guess: a competition problem + instruction + chat template
@@ -79,6 +81,9 @@ class Assumptions:
         # -Qwen-32B 577 tok/s (Qwen2 architecture, long reasoning outputs: close to our workload).
         "7b": 3363.0,
         "32b": 577.0,
+        # The one-GPU profile's HF engine at 1.5B, our guess: the engine measured 16.3k tok/s on FR3E-shaped
+        # rollouts at the 0.5B layout on an H200 (reproduce/bench_gpu.md); ~3x the FLOPs per token at 1.5B.
+        "1.5b": 5000.0,
     })
     gpu_name: str = "A100-80GB"  # the GPU the throughput numbers were measured on
     peak_flops: float = 312e12  # A100 dense bf16 peak, NVIDIA data sheet (H100 SXM: 989e12)
@@ -232,6 +237,7 @@ MODEL_SHAPES = {
     "Qwen/Qwen2.5-7B": dict(layers=28, hidden=3584, kv_heads=4, head_dim=128, vocab=152064),
     "Qwen/Qwen2.5-Math-7B": dict(layers=28, hidden=3584, kv_heads=4, head_dim=128, vocab=152064),
     "Qwen/Qwen2.5-32B": dict(layers=64, hidden=5120, kv_heads=8, head_dim=128, vocab=152064),
+    "Qwen/Qwen2.5-Math-1.5B": dict(layers=28, hidden=1536, kv_heads=2, head_dim=128, vocab=151936),
 }
 """What the per-phase memory needs of each Table 1 model beyond its size (the models' config.json)."""
 

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fr3e.study.artefacts import git_sha
-from fr3e.study.runs import PAPER_BASE_MODELS, REPO_ROOT, STUDY_WORLD
+from fr3e.study.runs import ONE_GPU_BASE_MODELS, PAPER_BASE_MODELS, REPO_ROOT, STUDY_WORLD
 from fr3e.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ SMOKE_PARAMETERS = {
     "runs_root": "../runs/smoke",
     "results_dir": "../runs/smoke/results",
     "cache_dir": "../runs/cache",
+    "source": "train",
+    "committed_dir": "../results",
     "accelerate_config": None,
     "controls": ["coin", "matched"],
     "smooth": 1,
@@ -143,13 +145,50 @@ def paper_requirements(device_count: int) -> list[str]:
     return missing
 
 
-def select_profile(requested: str = "auto", device_count: int | None = None) -> tuple[str, str]:
-    """(profile, reason). `paper` without what it needs raises ProfileError naming each missing piece."""
-    if requested not in ("auto", "tiny", "paper"):
-        raise ValueError(f"unknown profile {requested!r}; use auto, tiny or paper")
+ONE_GPU_MEMORY_GB = 60
+"""GPU memory the one-GPU recipes need: the binding phase of `make plan PROFILE=1gpu` (about 53 GB) with headroom."""
+
+
+def gpu_memory_gb() -> float:
+    """Memory of CUDA device 0 in GB (0 without one)."""
+    try:
+        import torch
+
+        return torch.cuda.get_device_properties(0).total_memory / 1e9 if torch.cuda.is_available() else 0.0
+    except Exception:  # noqa: BLE001 - a broken CUDA setup counts as no GPU
+        return 0.0
+
+
+def one_gpu_requirements(device_count: int, memory_gb: float) -> list[str]:
+    """What the one-GPU profile still needs on this machine (empty when it can run)."""
+    missing = []
+    if device_count < 1:
+        missing.append("one CUDA GPU (torch.cuda.device_count() is 0)")
+    elif memory_gb < ONE_GPU_MEMORY_GB:
+        missing.append(f"a GPU with at least {ONE_GPU_MEMORY_GB} GB (device 0 has {memory_gb:.0f} GB; lower "
+                       "rollout.kv_cache_gb and optim.micro_batch_tokens in reproduce/configs/1gpu/ for a smaller one)")
+    folder = REPO_ROOT / "reproduce" / "configs" / "1gpu"
+    if not folder.is_dir() or not any(folder.glob("*.yaml")):
+        missing.append(f"the one-GPU recipes in {folder.relative_to(REPO_ROOT)}/")
+    return missing
+
+
+def select_profile(requested: str = "auto", device_count: int | None = None,
+                   memory_gb: float | None = None) -> tuple[str, str]:
+    """(profile, reason). `paper` or `1gpu` without what it needs raises ProfileError naming each missing piece."""
+    if requested not in ("auto", "tiny", "paper", "1gpu"):
+        raise ValueError(f"unknown profile {requested!r}; use auto, tiny, paper or 1gpu")
     n = cuda_devices() if device_count is None else device_count
     if requested == "tiny":
         return "tiny", "requested with --profile tiny"
+    if requested == "1gpu":
+        memory = gpu_memory_gb() if memory_gb is None else memory_gb
+        missing = one_gpu_requirements(n, memory)
+        if missing:
+            raise ProfileError("the 1gpu profile cannot run here; it needs:\n  - " + "\n  - ".join(missing)
+                               + "\nIts runs are the recipes in reproduce/configs/1gpu/ (make plan PROFILE=1gpu). "
+                               "On a CPU machine use --profile tiny.")
+        return "1gpu", f"requested with --profile 1gpu ({n} CUDA GPU(s), device 0 {memory:.0f} GB)"
     missing = paper_requirements(n)
     if requested == "auto":
         if n == 0:
@@ -187,6 +226,12 @@ def full_parameters(profile: str, world: str = STUDY_WORLD) -> dict:
                 "steps": None, "eval_n": 16, "eval_problems": None, "overrides": [], "runs_root": "../runs", "results_dir": "../results",
                 "accelerate_config": "../reproduce/accelerate/fsdp-8gpu.yaml", "smooth": 10, "model": model,
                 "m": 16, "controls": []}  # controls on 7B-32B models are a budget decision (make plan-table1)
+    if profile == "1gpu":
+        model = next(iter(ONE_GPU_BASE_MODELS))
+        return {**SMOKE_PARAMETERS, "profile": "1gpu", "models": list(ONE_GPU_BASE_MODELS), "seeds": [0],
+                "steps": None, "eval_n": None, "eval_problems": None, "overrides": [], "runs_root": "../runs",
+                "results_dir": "../results/1gpu", "accelerate_config": None, "smooth": 5, "model": model, "m": 8,
+                "controls": []}  # one process on one GPU; the recipes' evaluation settings
     raise ValueError(f"unknown profile {profile!r}")
 
 

@@ -123,6 +123,12 @@ PAPER_BASE_MODELS = {"Qwen/Qwen2.5-7B": "qwen2.5-7b", "Qwen/Qwen2.5-Math-7B": "q
                      "Qwen/Qwen2.5-32B": "qwen2.5-32b"}
 """Table 1's base models and the stem of their recipes in reproduce/configs/table1/."""
 
+ONE_GPU_BASE_MODELS = {"Qwen/Qwen2.5-Math-1.5B": "qwen2.5-math-1.5b"}
+"""The one-GPU profile's base model and the stem of its recipes in reproduce/configs/1gpu/ (the paper's data and
+verifier on one GPU with the HF engine: `make reproduce PROFILE=1gpu`, `make plan PROFILE=1gpu`)."""
+
+PROFILES = ("tiny", "paper", "1gpu")
+
 
 STUDY_WORLD = "paths"
 """The tiny world the reproduction studies by default (`make reproduce`): paths in a digraph, where a response has
@@ -149,18 +155,19 @@ def recipes(profile: str = "tiny", world: str = "arithmetic") -> dict[str, Path 
     tiny:  {"grpo_pp": reproduce/configs/tiny-grpo_pp.yaml, "fr3e": ...} for the arithmetic world,
            reproduce/configs/tiny-<world>-<method>.yaml for another world (the base model is an override);
     paper: {"grpo_pp": {"Qwen/Qwen2.5-7B": reproduce/configs/table1/qwen2.5-7b-grpo_pp.yaml, ...}, "fr3e": ...}
-    (one recipe per base model; `world` does not apply).
+    (one recipe per base model; `world` does not apply); 1gpu: the same shape over reproduce/configs/1gpu/.
     """
     if profile == "tiny":
         stem = recipe_stem(world)
         paths: dict = {m: CONFIG_DIR / f"{stem}-{m}.yaml" for m in METHODS}
         flat = list(paths.values())
-    elif profile == "paper":
-        paths = {m: {model: CONFIG_DIR / "table1" / f"{stem}-{m}.yaml" for model, stem in PAPER_BASE_MODELS.items()}
+    elif profile in ("paper", "1gpu"):
+        folder, models = ("table1", PAPER_BASE_MODELS) if profile == "paper" else ("1gpu", ONE_GPU_BASE_MODELS)
+        paths = {m: {model: CONFIG_DIR / folder / f"{stem}-{m}.yaml" for model, stem in models.items()}
                  for m in METHODS}
         flat = [p for d in paths.values() for p in d.values()]
     else:
-        raise ValueError(f"unknown profile {profile!r}; use 'tiny' or 'paper'")
+        raise ValueError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
     missing = [str(p) for p in flat if not p.exists()]
     if missing:
         raise FileNotFoundError(f"recipe(s) {missing} missing for profile {profile!r}; they ship with the "

@@ -151,9 +151,10 @@ def walkthrough_sample(profile: str = "tiny", model: str = "general", problem_in
                 break
         logger.info("walkthrough: problem %d (first whose state values differ)", i)
         return sample
-    found = sorted((Path(runs_root) / profile).glob(f"fr3e-{safe_name(model)}-s{seed}-*"))
+    folder = Path(runs_root) / "paper"  # the paper and one-GPU profiles' recipes both run the paper data path
+    found = sorted(folder.glob(f"fr3e-{safe_name(model)}-s{seed}-*"))
     if not found:
-        raise FileNotFoundError(f"no FR3E run of {model} (seed {seed}) under {Path(runs_root) / profile}; run the "
+        raise FileNotFoundError(f"no FR3E run of {model} (seed {seed}) under {folder}; run the "
                                 "table1 notebook (python -m fr3e.cli.reproduce table1) first")
     return first_sample(found[0], step=-1)
 

@@ -139,3 +139,23 @@ def test_recipes_load_by_name_from_any_folder(tmp_path, monkeypatch):
     assert resolve_recipe("tiny-fr3e.yaml") == Path("tiny-fr3e.yaml")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("no-such-recipe")
+
+
+def test_a_run_saved_before_a_field_existed_still_matches_its_default():
+    """Runs recorded before optim.micro_batch_tokens and rollout.kv_cache_gb (and the other late fields) behaved
+    as their defaults, so a finished run is reused, while a real difference is still refused."""
+    from fr3e.training.config import ABSENT_MEANS_DEFAULT, _default, diff_configs
+
+    config = load_config(ROOT / "reproduce/configs/tiny-paths-fr3e.yaml")
+    saved = config.to_dict()
+    dropped = []
+    for name in ABSENT_MEANS_DEFAULT:  # a field at its default is what an older run's config.json lacks
+        section, _, key = name.rpartition(".")
+        holder = saved[section] if section else saved
+        if holder.get(key) == _default(name):
+            holder.pop(key)
+            dropped.append(name)
+    assert {"optim.micro_batch_tokens", "rollout.kv_cache_gb"} <= set(dropped)
+    assert diff_configs(saved, config.to_dict()) == []
+    other = load_config(ROOT / "reproduce/configs/tiny-paths-fr3e.yaml", ["optim.micro_batch_tokens=512"])
+    assert diff_configs(saved, other.to_dict()) == ["optim.micro_batch_tokens: None -> 512"]

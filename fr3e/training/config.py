@@ -37,7 +37,8 @@ NOT_RUN_IDENTITY = ("report_to",)
 ABSENT_MEANS_DEFAULT = ("fr3e.adaptive_budget", "fr3e.adaptive_round", "fr3e.adaptive_width", "fr3e.step_delimiter",
                         "probe_every", "probe_prompts", "probe_n", "optim.entropy_coef", "optim.adaptive_entropy",
                         "optim.entropy_target", "optim.entropy_coef_delta", "optim.entropy_coef_min",
-                        "optim.entropy_coef_max", "optim.top_entropy_quantile")
+                        "optim.entropy_coef_max", "optim.top_entropy_quantile", "optim.micro_batch_tokens",
+                        "rollout.kv_cache_gb")
 """Fields added after runs were recorded, whose default is the behaviour before them: a saved config without
 one of them matches a config that holds its default (so earlier runs can still be resumed and reused). One
 exception: a `newline`-scorer run saved without `fr3e.step_delimiter` split steps at "\\n\\n", which the tiny

@@ -201,3 +201,29 @@ def test_a_rerun_is_compared_with_the_table_it_replaced(tmp_path):
     (tmp_path / "table1" / "summary.json").write_text(__import__("json").dumps({"table": after}))
     record = reproduce.compare_with_committed(before, tmp_path)
     assert (record["cells"], record["within"], record["largest_difference"]) == (4, 2, 3.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", ["01_walkthrough", "02_table1", "03_entropy", "06_all_right"])
+def test_notebooks_open_on_the_committed_results(stem, tmp_path):
+    """source='committed': the notebook runs end to end on results/ alone (archived run logs and base evaluations,
+    the committed sample and cards), trains and evaluates nothing, writes nothing into results/, and its
+    executed cells carry no stderr (no warnings, no progress bars)."""
+    import hashlib
+    import json
+
+    import papermill
+
+    root = NOTEBOOK_DIR.parent / "results"
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    out = tmp_path / f"{stem}.ipynb"
+    papermill.execute_notebook(str(NOTEBOOK_DIR / f"{stem}.ipynb"), str(out), kernel_name="python3",
+                               cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=False,
+                               parameters={"source": "committed", "committed_dir": str(root),
+                                           "results_dir": str(tmp_path / "nowhere"), "runs_root": str(tmp_path / "runs")})
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    assert after == before  # nothing in results/ written, added or removed
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "runs").exists()  # nothing trained or evaluated
+    cells = json.loads(out.read_text())["cells"]
+    stderr = [o for c in cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not stderr, stderr[:2]

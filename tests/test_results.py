@@ -674,3 +674,25 @@ def test_committed_verdicts_recompute_from_the_committed_run_logs():
         checked += 1
     if not checked:
         pytest.skip("no committed results with archived run logs")
+
+
+def test_committed_table1_runs_carry_each_problems_correct_count():
+    """The committed Table 1 runs' final evaluations hold one correct count per problem, in the evaluation set's
+    order, and they give back every avg@n cell: a paired per-problem comparison needs nothing but the repository."""
+    import numpy as np
+
+    from fr3e.study.loaders import load_final_evals, load_problem_counts
+
+    root = Path(__file__).resolve().parent.parent / "results"
+    runs = committed.committed_runs(root / "table1")
+    assert runs, "results/table1 names no archived run"
+    counts = load_problem_counts(runs)
+    final = load_final_evals(runs)
+    assert set(counts["run"]) == set(final["run"]) == {Path(r).name for r in runs}
+    for row in final.itertuples():
+        mine = counts[(counts["run"] == row.run) & (counts["benchmark"] == row.benchmark)]
+        assert len(mine) == row.num_problems
+        assert np.isclose(mine["correct"].sum() / (row.n * row.num_problems), row.avg)
+    # paired: the same problems, in the same order, for every run of a split
+    sizes = counts.groupby(["run", "benchmark"])["problem"].max().unstack()
+    assert (sizes.nunique() == 1).all()

@@ -360,3 +360,15 @@ def test_sync_weights_loads_in_place_and_resets_the_cache(engine, tiny_qwen):
     assert not set(restored.token_ids) <= {123, 321}  # the random model is back (and not a stale cache)
     assert engine.counters.extra["weight_syncs"] >= 2
     assert engine.counters.generated_tokens > before
+
+
+def test_cpu_kv_cache_is_sized_from_what_the_machine_has():
+    """On vLLM's CPU platform the KV cache is a share of the RAM, capped by half the memory free now split over
+    the node's tensor-parallel ranks, never below a floor: a 0.05 share of a 10 GiB machine whose process already
+    holds more than that no longer asks for a negative cache, and two ranks no longer ask for more than is free."""
+    from fr3e.engines.vllm import CPU_KV_MIN_BYTES, cpu_kv_cache_bytes
+
+    gib = 2**30
+    assert cpu_kv_cache_bytes(0.05, 10 * gib, int(6.46 * gib), 2) == int(0.05 * 10 * gib)  # 0.5 GiB, positive
+    assert cpu_kv_cache_bytes(0.3, 10 * gib, 2 * gib, 2) == gib // 2  # 3 GiB asked, 0.5 GiB per rank is free
+    assert cpu_kv_cache_bytes(0.3, 10 * gib, 10 * 2**20, 1) == CPU_KV_MIN_BYTES  # almost nothing free: the floor

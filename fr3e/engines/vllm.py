@@ -300,7 +300,8 @@ class VLLMEngine:
         next `generate`). external_launcher: one engine per torchrun/accelerate rank, tensor-parallel groups
         of consecutive ranks (TRL's colocate mode); needed under `accelerate launch`, and then every rank of a
         TP group must build the engine (it creates the group's process subgroup). gpu_memory_utilization:
-        on vLLM's CPU platform, the share of RAM for the KV cache. llm_kwargs: passed to `vllm.LLM` (e.g.
+        on vLLM's CPU platform, the share of RAM for the KV cache, capped by what the machine has free
+        (`cpu_kv_cache_bytes`; `kv_cache_memory_bytes=` or VLLM_CPU_KVCACHE_SPACE override it). llm_kwargs: passed to `vllm.LLM` (e.g.
         enforce_eager=True, block_size=32)."""
         vllm = import_vllm()
         from vllm.inputs import TokensPrompt
@@ -323,6 +324,13 @@ class VLLMEngine:
             kwargs["max_model_len"] = max_model_len
         if external_launcher:
             kwargs["distributed_executor_backend"] = "external_launcher"
+        if _on_cpu_platform() and "kv_cache_memory_bytes" not in llm_kwargs \
+                and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            import psutil
+
+            mem = psutil.virtual_memory()
+            kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(gpu_memory_utilization, mem.total, mem.available,
+                                                                 tensor_parallel_size)
         kwargs.update(llm_kwargs)
         logger.info("starting vLLM: %s", kwargs)
         self.llm = vllm.LLM(**kwargs)
@@ -492,6 +500,31 @@ def _group_rank(group) -> int:
     import torch.distributed as dist
 
     return dist.get_rank(group)
+
+
+CPU_KV_MIN_BYTES = 64 * 2**20
+"""The smallest KV cache sized for vLLM's CPU platform (enough for the tests' tiny models)."""
+
+
+def cpu_kv_cache_bytes(utilization: float, total: int, available: int, ranks_on_node: int = 1) -> int:
+    """Bytes of KV cache for vLLM's CPU platform, sized from what the machine has.
+
+    vLLM on a CPU reserves `gpu_memory_utilization` of *all* RAM and gives the KV cache what is left of it after
+    the weights: a small share goes negative on a small model's process ("requested memory for kv (-0.13/0.49
+    GiB)"), a large one asks for RAM that other processes (a second tensor-parallel rank, the trainer) hold. Here
+    the cache gets `utilization` of the total, but never more than half of the memory available now split over
+    the ranks that share the node, and never less than `CPU_KV_MIN_BYTES`."""
+    share = available // (2 * max(1, ranks_on_node))
+    return int(max(CPU_KV_MIN_BYTES, min(utilization * total, share)))
+
+
+def _on_cpu_platform() -> bool:
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+    except Exception:  # older vLLM or no platform
+        return False
 
 
 def _sleep_mode_available() -> bool:

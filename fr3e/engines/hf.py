@@ -74,6 +74,13 @@ def transformers_supported(version: str | None = None) -> bool:
     return low <= Version(version) < high
 
 
+def kv_layout(config) -> tuple[int, int]:
+    """(key/value heads, head dim) of a decoder's attention (its text config for a multimodal one)."""
+    text = getattr(config, "text_config", config)
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    return heads, getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+
+
 def _unwrap(model):
     """The bare module under DDP / accelerate / torch.compile wrappers."""
     while hasattr(model, "module"):
@@ -151,10 +158,11 @@ def check_logits(logits: torch.Tensor) -> None:
 def check_logprobs(logps: torch.Tensor, lengths: list[int]) -> None:
     """ValueError when a sampled token's log-prob is NaN: the logits it was drawn from were NaN or all -inf.
     logps: (R, T) on the host; lengths: the tokens each row produced."""
-    for r, n in enumerate(lengths):
-        nan = torch.isnan(logps[r, :n])
-        if bool(nan.any()):
-            raise ValueError(BROKEN_LOGITS.format(where=f"at token {int(nan.nonzero()[0])} of row {r}"))
+    produced = torch.arange(logps.shape[1]) < torch.tensor(lengths)[:, None]  # (R, T): padding past each length
+    bad = torch.isnan(logps) & produced
+    if bool(bad.any()):
+        r, t = bad.nonzero()[0].tolist()
+        raise ValueError(BROKEN_LOGITS.format(where=f"at token {t} of row {r}"))
 
 
 def exponential_race(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -316,7 +324,6 @@ class HFEngine:
                            "with the eager loop (DynamicCache) instead of the fixed-shape loops",
                            transformers.__version__, *TESTED_TRANSFORMERS)
         self._copy = None
-        self._source = None
         self.sync_weights(model)
         config = self.model.config
         generation_config = getattr(self.model, "generation_config", None)
@@ -351,7 +358,7 @@ class HFEngine:
         """
         model = _unwrap(model)
         if not is_sharded(model):
-            self.model, self._copy, self._source = model, None, None
+            self.model, self._copy = model, None
             return
         device = next(model.parameters()).device
         if self._copy is None:
@@ -374,7 +381,7 @@ class HFEngine:
         missing = [m for m in target if m not in seen and "lm_head" not in m]  # lm_head may be tied
         if missing:
             raise RuntimeError(f"gathered weights do not cover the model: missing {missing[:5]}")
-        self.model, self._source = self._copy, model
+        self.model = self._copy
 
     def sleep(self) -> None:
         """Free the private copy of a sharded model while the trainer updates (a shared model is untouched);
@@ -389,10 +396,8 @@ class HFEngine:
         if not self.kv_budget_bytes:
             return None
         config = self.model.config
-        text = getattr(config, "text_config", config)
-        layers = text.num_hidden_layers
-        heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        layers = getattr(config, "text_config", config).num_hidden_layers
+        heads, head_dim = kv_layout(config)
         itemsize = next(self.model.parameters()).element_size()
         per_row = 2 * layers * heads * head_dim * positions * itemsize  # keys and values
         return max(1, self.kv_budget_bytes // per_row)
@@ -623,8 +628,7 @@ class HFEngine:
         rows = prefix.rows
         L = -(-(W + T) // 64) * 64  # cache length, a multiple of 64 for aligned attention kernels
         param = next(model.parameters())
-        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        heads, head_dim = kv_layout(config)
         shape = (R, heads, L, head_dim)
         keys = [torch.zeros(shape, dtype=param.dtype, device=device) for _ in range(config.num_hidden_layers)]
         values = [torch.zeros(shape, dtype=param.dtype, device=device) for _ in range(config.num_hidden_layers)]

@@ -127,7 +127,7 @@ def load_problem_counts(runs: Iterable[RunInfo | str | Path], problems: int | No
     raise an error naming the run."""
     rows = []
     for d in run_dirs(runs):
-        meta = {k: run_meta(d)[k] for k in ("method", "arm", "model", "seed", "run")}
+        meta = {k: v for k, v in run_meta(d).items() if k in ("method", "arm", "model", "seed", "run")}
         if problems:
             path = final_eval_path(d, problems)
             final = read_json(path, f"delete {path.name} to evaluate the final model again")["rows"]
@@ -135,7 +135,8 @@ def load_problem_counts(runs: Iterable[RunInfo | str | Path], problems: int | No
             evals = read_jsonl(d / "eval.jsonl")
             if not evals:
                 raise ValueError(f"{d}/eval.jsonl is empty or missing: the run has not been evaluated yet")
-            final = [r for r in evals if r["step"] == max(e["step"] for e in evals)]
+            last = max(e["step"] for e in evals)
+            final = [r for r in evals if r["step"] == last]
         for row in final:
             counts = row.get("per_problem_correct")
             if counts is None:

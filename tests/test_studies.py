@@ -200,9 +200,30 @@ def test_compute_controls_add_the_adaptive_arm_when_asked():
     # a tiny world adds the two fixes for entropy collapse, the bonus with that world's target
     arms = studies.compute_controls(adaptive=True, world="paths")
     assert [c.arm for c in arms] == ["grpo_pp_matched", "grpo_pp_entbonus", "grpo_pp_top20", "fr3e_adaptive"]
-    assert arms[1].overrides == ("optim.adaptive_entropy=true", "optim.entropy_target=0.7")
+    assert arms[1].overrides_for("general") == ("optim.adaptive_entropy=true", "optim.entropy_target=0.7")
+    assert arms[1].overrides_for("math") == ("optim.adaptive_entropy=true", "optim.entropy_target=0.6")
     assert arms[2].overrides == ("optim.top_entropy_quantile=0.2",) and arms[1].method == arms[2].method == "grpo_pp"
     assert {"grpo_pp_entbonus", "grpo_pp_top20"} <= set(studies.labels())
+
+
+def test_entropy_bonus_targets_each_base_models_own_early_entropy(tmp_path):
+    """Each base model's bonus runs carry that model's target (a target above a model's early entropy raises its
+    entropy from step 1); the `general` runs keep the names they had when both models shared its target."""
+    from fr3e.study.jobs import plan_jobs
+    from fr3e.study.runs import recipes
+
+    jobs = plan_jobs(recipes("tiny"), ["general", "math"], [0], 2, tmp_path, ["data.world=paths"],
+                     controls=[studies.entropy_bonus("paths")], warm_starts=False)
+    bonus = {j.model: j for j in jobs if j.kind == "run" and j.info.arm == "grpo_pp_entbonus"}
+    assert "optim.entropy_target=0.7" in bonus["general"].overrides
+    assert "optim.entropy_target=0.6" in bonus["math"].overrides
+    from fr3e.study.runs import run_name
+
+    shared = run_name("grpo_pp", "general", 0, 2, ["data.world=paths", "optim.adaptive_entropy=true",
+                                                   "optim.entropy_target=0.7"], arm="grpo_pp_entbonus")
+    assert bonus["general"].info.run_dir.name == shared != bonus["math"].info.run_dir.name.replace("math", "general")
+    targets = studies.ENTROPY_TARGETS["paths"]
+    assert targets["math"] < targets["general"]
 
 
 def test_studies_refuse_the_paper_profile():

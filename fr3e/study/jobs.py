@@ -98,7 +98,7 @@ def plan_jobs(recipes: dict, models: Sequence[str], seeds: Sequence[int], steps:
             for seed in seeds[:c.max_seeds]:
                 key = f"{c.arm}-{safe_name(model)}-s{seed}"
                 if c.matched_to is None:
-                    info, ov = plan(c.arm, c.method, model, seed, c.overrides)
+                    info, ov = plan(c.arm, c.method, model, seed, c.overrides_for(model))
                     extra_jobs.append(Job(key, "run", model, info=info, overrides=ov))
                     continue
                 targets = [j for j in main if j.info.arm == c.matched_to and j.model == model]
@@ -109,7 +109,7 @@ def plan_jobs(recipes: dict, models: Sequence[str], seeds: Sequence[int], steps:
                     g, ratio = matched_group_size(load_metrics([t.info for t in targets]))
                     logger.info("%s on %s: G = %d (FR3E generated %.2f full responses' worth of tokens per "
                                 "prompt over %d runs)", c.arm, model, g, ratio, len(targets))
-                    return plan(c.arm, c.method, model, seed, [*c.overrides, f"grpo.rollouts_per_prompt={g}"])
+                    return plan(c.arm, c.method, model, seed, [*c.overrides_for(model), f"grpo.rollouts_per_prompt={g}"])
 
                 job = Job(key, "run", model, deps=[t.key for t in targets], resolve=resolve,
                           expected_steps=targets[0].info.steps)

@@ -39,7 +39,8 @@ class Control:
     """A control arm of Table 1: a method's recipe with extra overrides, trained and shown as its own row.
 
     arm: prefix of its run names and its value in the loaders' `arm` column; method: whose recipe it trains;
-    label: its Table 1 row; overrides: added to every run of the arm; max_seeds / max_models: only the first
+    label: its Table 1 row; overrides: added to every run of the arm; per_model: (base model, overrides) pairs
+    added after `overrides` to that base model's runs only (`overrides_for`); max_seeds / max_models: only the first
     seeds / base models of the study (None = all); matched_to: an arm whose measured generated tokens per
     prompt set this arm's `grpo.rollouts_per_prompt` (`matched_group_size`), so its runs of a base model wait
     for that arm's runs of the same base model.
@@ -52,6 +53,11 @@ class Control:
     max_seeds: int | None = None
     max_models: int | None = None
     matched_to: str | None = None
+    per_model: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def overrides_for(self, model: str) -> tuple[str, ...]:
+        """The overrides of this arm's runs of base model `model`: `overrides`, then that model's `per_model` ones."""
+        return (*self.overrides, *dict(self.per_model).get(model, ()))
 
 
 CONTROLS = {

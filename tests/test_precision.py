@@ -111,3 +111,53 @@ def test_vllm_is_sized_for_the_recipes_longest_sequence_not_the_models_context(m
         assert config.max_sequence_tokens == longest  # prompt, base response up to an anchor, continuation
         build_engine(config, None, None, "model-dir")
         assert seen["max_model_len"] == config.max_sequence_tokens
+
+
+def _count_checkpointed_layers(model) -> list[int]:
+    """Wrap every decoder layer's checkpoint function with a counter (one list entry per call)."""
+    calls = []
+    for module in model.modules():
+        func = getattr(module, "_gradient_checkpointing_func", None)
+        if func is not None:
+            module._gradient_checkpointing_func = lambda *a, _f=func, **k: (calls.append(1), _f(*a, **k))[1]
+    return calls
+
+
+def test_gradient_checkpointing_acts_because_the_policy_trains_in_training_mode(tmp_path):
+    """`from_pretrained` returns a model in eval mode, where transformers skips gradient checkpointing: a
+    checkpointed recipe then kept every activation. `training_mode` puts the policy in training mode with its
+    dropout at 0, so checkpointing acts and the log-probs stay those of the eval-mode model."""
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from fr3e.training.policy import training_mode
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, attention_dropout=0.5)
+    Qwen2ForCausalLM(config).save_pretrained(tmp_path)
+    ids = torch.randint(0, 64, (2, 12))
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    model.gradient_checkpointing_enable()
+    assert not model.training
+    calls = _count_checkpointed_layers(model)
+    reference = model(ids).logits.detach()
+    assert calls == []  # eval mode: no layer is checkpointed, every activation is kept
+
+    assert training_mode(model) is model and model.training
+    assert model.config.attention_dropout == 0.5  # the saved config stays the base model's
+    out = model(ids).logits
+    assert len(calls) == config.num_hidden_layers  # each layer recomputed in the backward
+    assert torch.equal(out.detach(), reference)  # no dropout: the same log-probs as in eval mode
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_load_policy_returns_a_checkpointed_policy_in_training_mode():
+    from fr3e.training.policy import load_policy
+
+    config = load_config(ROOT / "reproduce/configs/tiny-paths-grpo_pp.yaml", ["model.gradient_checkpointing=true"])
+    model, _, _ = load_policy(config, cache_dir=ROOT / "runs" / "cache", progress=False)
+    calls = _count_checkpointed_layers(model)
+    model(torch.tensor([[1, 2, 3, 4]])).logits.sum().backward()
+    assert model.training and len(calls) == model.config.num_hidden_layers

@@ -207,23 +207,24 @@ def test_compute_controls_add_the_adaptive_arm_when_asked():
 
 
 def test_entropy_bonus_targets_each_base_models_own_early_entropy(tmp_path):
-    """Each base model's bonus runs carry that model's target (a target above a model's early entropy raises its
-    entropy from step 1); the `general` runs keep the names they had when both models shared its target."""
+    """Each base model's runs of an arm carry that model's overrides (the bonus: a target above a model's early
+    entropy raises its entropy from step 1); runs keep the names they had when the overrides were shared."""
     from fr3e.study.jobs import plan_jobs
-    from fr3e.study.runs import recipes
+    from fr3e.study.runs import Control, recipes, run_name
 
-    jobs = plan_jobs(recipes("tiny"), ["general", "math"], [0], 2, tmp_path, ["data.world=paths"],
-                     controls=[studies.entropy_bonus("paths")], warm_starts=False)
-    bonus = {j.model: j for j in jobs if j.kind == "run" and j.info.arm == "grpo_pp_entbonus"}
-    assert "optim.entropy_target=0.7" in bonus["general"].overrides
-    assert "optim.entropy_target=0.6" in bonus["math"].overrides
-    from fr3e.study.runs import run_name
-
-    shared = run_name("grpo_pp", "general", 0, 2, ["data.world=paths", "optim.adaptive_entropy=true",
-                                                   "optim.entropy_target=0.7"], arm="grpo_pp_entbonus")
-    assert bonus["general"].info.run_dir.name == shared != bonus["math"].info.run_dir.name.replace("math", "general")
+    bonus = studies.entropy_bonus("paths")
+    assert bonus.matched_to == "fr3e" and studies.TOP_ENTROPY.matched_to == "fr3e"  # equal tokens at every step
     targets = studies.ENTROPY_TARGETS["paths"]
     assert targets["math"] < targets["general"]
+    arm = Control("grpo_pp_x", "grpo_pp", "x", bonus.overrides, per_model=bonus.per_model)
+    jobs = plan_jobs(recipes("tiny"), ["general", "math"], [0], 2, tmp_path, ["data.world=paths"], controls=[arm],
+                     warm_starts=False)
+    runs = {j.model: j for j in jobs if j.kind == "run" and j.info.arm == "grpo_pp_x"}
+    assert "optim.entropy_target=0.7" in runs["general"].overrides
+    assert "optim.entropy_target=0.6" in runs["math"].overrides
+    shared = run_name("grpo_pp", "general", 0, 2, ["data.world=paths", "optim.adaptive_entropy=true",
+                                                   "optim.entropy_target=0.7"], arm="grpo_pp_x")
+    assert runs["general"].info.run_dir.name == shared
 
 
 def test_studies_refuse_the_paper_profile():

@@ -53,28 +53,31 @@ def prefill_split(metrics: pd.DataFrame) -> pd.DataFrame:
 
 @dataclasses.dataclass(frozen=True)
 class Costs:
-    """Unit costs of the tiny world with two one-thread workers on 2 idle cores, for `estimate_seconds`.
+    """Unit costs of the tiny path world with two one-thread workers on 2 idle cores, for `estimate_seconds`.
 
-    Measured in the Table 1 runs of `make reproduce` at 804e1ad (`time_step` of metrics.jsonl, run seconds of
-    progress.json): a GRPO++ step of the tiny recipe (16 prompts × 8 rollouts) 1.0-1.1 s; FR3E 4.2 s (3.8×),
-    matched rollouts 3.4 s (3.1×); the adaptive budget saves 0-4% of FR3E's continuations (3.7×, an estimate).
-    eval_problem_s: one problem of an evaluation, its 3 splits × n=16 samples + greedy: a final evaluation on
-    512 problems per split took ~46 s (run seconds − training − start-up).
-    warm_start_s: one warm start (general 800 SFT steps, math 900; 390 s measured beside another job).
+    Measured in the compute study of a fresh-clone `make reproduce-compute` at 751b0b5 on 2 idle cores
+    (`time_step` of metrics.jsonl, `seconds` of final_eval-p512.json): a GRPO++ step of the tiny recipe
+    (16 prompts × 8 rollouts) 0.65 s; FR3E 1.75 s (2.7×), matched rollouts 1.62 s (2.5×), the adaptive budget
+    2.65 s (4.1×); the two entropy fixes on matched rollouts are estimates from their cost at 8 rollouts (the bonus
+    1.2× GRPO++'s step, its entropy with gradients; the top-20% mask 0.8×, a lighter backward) times matched
+    rollouts' 2.5×. eval_problem_s: one requested problem of an evaluation (3 splits × n=16 samples + greedy;
+    a final evaluation asked for 512 problems per split took 7-25 s, 10.7 s on average).
+    warm_start_s: one shipped warm start, checked and copied to the cache (retraining one: `make warm-starts`).
     startup_s: process start, model load and run directory per run.
     """
 
-    grpo_step_s: float = 1.1
-    relative: tuple = (("grpo_pp", 1.0), ("fr3e", 3.8), ("grpo_pp_matched", 3.1), ("fr3e_adaptive", 3.7))
-    eval_problem_s: float = 0.09
-    warm_start_s: float = 300.0
+    grpo_step_s: float = 0.65
+    relative: tuple = (("grpo_pp", 1.0), ("fr3e", 2.7), ("grpo_pp_matched", 2.5), ("fr3e_adaptive", 4.1),
+                       ("grpo_pp_entbonus", 3.0), ("grpo_pp_top20", 2.0))
+    eval_problem_s: float = 0.021
+    warm_start_s: float = 10.0
     startup_s: float = 5.0
 
     def step_s(self, arm: str) -> float:
         return self.grpo_step_s * dict(self.relative).get(arm, dict(self.relative)["fr3e"])
 
 
-def fr3e_relative_cost(num_anchors: int, continuations: int, base_cost: float = 3.8, k0: int = 2, m0: int = 8,
+def fr3e_relative_cost(num_anchors: int, continuations: int, base_cost: float = 2.7, k0: int = 2, m0: int = 8,
                        fixed: float = 0.15) -> float:
     """A step of FR3E with K anchors and M continuations relative to a GRPO++ step, scaled from the recipe's
     (K0, M0) cost `base_cost`: the part `1 − fixed` (continuations: sampling and training) grows with the

@@ -7,8 +7,8 @@ and `compute_runs` / `ablation_runs`, which ask `fr3e.study.launch.ensure_runs` 
 when finished).
 
 - **Arms.** The compute study trains GRPO++, GRPO++ with matched rollouts (`fr3e.study.runs.CONTROLS["matched"]`),
-  GRPO++ with TRL's adaptive entropy bonus (`entropy_bonus`) and GRPO++ on its top-20% entropy tokens
-  (`TOP_ENTROPY`), FR3E and FR3E with the adaptive exploration budget (`ADAPTIVE`, `fr3e.adaptive_budget=true`).
+  GRPO++ with matched rollouts and TRL's adaptive entropy bonus (`entropy_bonus`), GRPO++ with matched rollouts on
+  its top-20% entropy tokens (`TOP_ENTROPY`), FR3E and FR3E with the adaptive exploration budget (`ADAPTIVE`, `fr3e.adaptive_budget=true`).
   The ablations change one factor of the FR3E recipe at a time (`FACTORS`); the recipe's own value is the plain
   FR3E arm, so its runs are shared with the compute study when steps and evaluation agree.
 - **Curves and equal x** (`fr3e.study.curves`): every evaluation on four x axes (steps, generated tokens,
@@ -53,15 +53,20 @@ and ended below its base model."""
 
 
 def entropy_bonus(world: str = "arithmetic") -> Control:
-    """GRPO++ with TRL's adaptive entropy bonus (coefficient from 0, ±0.005 per optimizer step, TRL's defaults; the
-    target of `ENTROPY_TARGETS` for each base model): the first fix for entropy collapse a TRL user would try."""
+    """GRPO++ with matched rollouts and TRL's adaptive entropy bonus (coefficient from 0, ±0.005 per optimizer step,
+    TRL's defaults; the target of `ENTROPY_TARGETS` for each base model): the first fix for entropy collapse a TRL
+    user would try, on the GRPO++ that samples as many tokens per prompt as FR3E (`matched_to="fr3e"`), so FR3E
+    and the fix compare at equal generated tokens at every step, past the learning-rate warm-up."""
     targets = ENTROPY_TARGETS[world]
-    return Control("grpo_pp_entbonus", "grpo_pp", "GRPO++ (adaptive entropy bonus)", ("optim.adaptive_entropy=true",),
+    return Control("grpo_pp_entbonus", "grpo_pp", "GRPO++ (matched, adaptive entropy bonus)",
+                   ("optim.adaptive_entropy=true",), matched_to="fr3e",
                    per_model=tuple((model, (f"optim.entropy_target={t}",)) for model, t in targets.items()))
 
 
-TOP_ENTROPY = Control("grpo_pp_top20", "grpo_pp", "GRPO++ (top-20% entropy tokens)", ("optim.top_entropy_quantile=0.2",))
-"""GRPO++ whose policy gradient flows through the top 20% highest-entropy tokens only ("Beyond the 80/20 Rule")."""
+TOP_ENTROPY = Control("grpo_pp_top20", "grpo_pp", "GRPO++ (matched, top-20% entropy tokens)",
+                      ("optim.top_entropy_quantile=0.2",), matched_to="fr3e")
+"""GRPO++ with matched rollouts whose policy gradient flows through the top 20% highest-entropy tokens only ("Beyond
+the 80/20 Rule"), matched to FR3E's tokens like `entropy_bonus`."""
 
 COMPUTE_ARMS = ("grpo_pp", "grpo_pp_matched", "grpo_pp_entbonus", "grpo_pp_top20", "fr3e", "fr3e_adaptive")
 """The compute study's arms in display order (baseline first)."""

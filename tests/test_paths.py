@@ -112,7 +112,7 @@ def test_make_split_columns_and_determinism():
 
 
 def test_world_registry_and_its_errors():
-    assert WORLDS == ("arithmetic", "paths") and get_world("paths") is paths
+    assert WORLDS == ("arithmetic", "paths", "countdown") and get_world("paths") is paths
     with pytest.raises(ValueError, match="unknown tiny world 'maze'.*arithmetic, paths"):
         get_world("maze")
     assert reward("23*40=920\n\\boxed{17}", "17") == 1.0  # arithmetic answers still go to the math verifier
@@ -160,7 +160,7 @@ def test_worldcard_sees_forks_in_the_path_world_and_none_in_arithmetic():
     from fr3e.tasks.warm_start import warm_start
 
     cards = {w: measure(warm_start("general", cache_dir=CACHE, world=w, progress=False), w, n=8, problems=8,
-                        train_prompts=16, max_new_tokens=64 if w == "arithmetic" else 24) for w in WORLDS}
+                        train_prompts=16, max_new_tokens=64 if w == "arithmetic" else 24) for w in ("arithmetic", "paths")}
     paths_card, arith = cards["paths"]["mean"], cards["arithmetic"]["mean"]
     assert paths_card["forks_median"] >= 3 and paths_card["step_entropy"] > 0.5
     assert arith["step_entropy"] < 0.2 and arith["distinct_correct_median"] <= 1

@@ -8,7 +8,9 @@ top-p) and a batch of training prompts at the group size G, and reports per spli
   (a fork: the policy is unsure there);
 - `step_entropy`: the mean next-token entropy at the positions right after a step delimiter (in the path
   world: every move), the quantity that falls when a policy becomes deterministic at its choice points;
-- `distinct_correct_median`: the median problem's number of distinct correct responses among its n samples;
+- `distinct_correct_median`: the median problem's number of distinct correct responses among its n samples
+  (distinct by the world's `solution_key` where it has one: in Countdown the successful attempt, not the search
+  before it);
 - `length_cv`: the mean over problems of the within-problem coefficient of variation of response length;
 - on the training prompts, `mixed_groups`: the share of groups of G samples that are neither all right nor
   all wrong (the groups that carry a GRPO signal).
@@ -67,6 +69,7 @@ def measure(model_dir: str | Path, world: str, n: int = 16, group_size: int = 8,
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     engine = HFEngine(model, tokenizer, batch_size=256)
     delimiter = tokenizer.encode(task.STEP_DELIMITER, add_special_tokens=False)
+    solution_key = getattr(task, "solution_key", str.strip)  # what tells two correct answers apart
     eos = tokenizer.eos_token_id
     out = {"world": world, "model": str(model_dir), "n": n, "group_size": group_size, "top_p": top_p,
            "fork_nats": FORK_NATS, "splits": {}}
@@ -79,7 +82,7 @@ def measure(model_dir: str | Path, world: str, n: int = 16, group_size: int = 8,
             texts = [tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in row]
             right = [reward(t, answer) for t in texts]
             correct.append(right)
-            distinct.append(len({t.strip() for t, r in zip(texts, right) if r}))
+            distinct.append(len({solution_key(t) for t, r in zip(texts, right) if r}))
             body = [[t for t in c.token_ids if t != eos] or [eos] for c in row]
             lens = [len(c.token_ids) for c in row]
             lengths += lens

@@ -207,9 +207,12 @@ def select_profile(requested: str = "auto", device_count: int | None = None,
 def results_dir_of(world: str = STUDY_WORLD) -> str:
     """Where a full tiny reproduction writes (notebook-relative): `../results` for the studied world,
     `../results/<world>` for another (the arithmetic control: `../results/arithmetic`)."""
-    from fr3e.tasks.worlds import get_world
+    from fr3e.tasks.worlds import CANDIDATE_WORLDS, get_world
 
     get_world(world)  # a clear error for an unknown world
+    if world in CANDIDATE_WORLDS:
+        raise ValueError(f"world {world!r} is a candidate measured on the worlds' scorecard only (no study recipes): "
+                         f"python reproduce/worlds/scorecard.py --world {world}; the studies run on paths or arithmetic")
     return "../results" if world == STUDY_WORLD else f"../results/{world}"
 
 

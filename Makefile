@@ -75,10 +75,10 @@ reproduce: $(STAMP)  ## run every notebook in order with papermill (tiny profile
 $(addprefix reproduce-,$(NOTEBOOKS)): reproduce-%: $(STAMP)  ## (one per artefact) e.g. make reproduce-table1 PROFILE=tiny|paper|1gpu
 	$(PY) -m fr3e.cli.reproduce --profile $(PROFILE) --world $(WORLD) $*
 
-reproduce-compute: $(STAMP)  ## FR3E vs GRPO++ at equal steps, tokens and wall time (tiny, 24 runs, ~50 min on 2 cores; not in reproduce)
+reproduce-compute: $(STAMP)  ## FR3E vs GRPO++ at equal steps, tokens and wall time (tiny, 36 runs, ~33 min on 2 cores; not in reproduce)
 	$(PY) -m fr3e.cli.reproduce --profile tiny --world $(WORLD) compute
 
-reproduce-ablations: $(STAMP)  ## K, M, scorer and modulation one at a time (tiny, 30 runs, ~58 min on 2 cores; not in reproduce)
+reproduce-ablations: $(STAMP)  ## K, M, scorer and modulation one at a time (tiny, 30 runs, ~27 min on 2 cores; not in reproduce)
 	$(PY) -m fr3e.cli.reproduce --profile tiny --world $(WORLD) ablations
 
 smoke: $(STAMP)  ## every notebook with smoke parameters (fast, results to runs/smoke)

@@ -35,6 +35,8 @@ def test_the_verifier_checks_the_last_attempt_only_and_all_of_it():
     assert reward("7*4=28,28-8=20=", answer) == 0.0  # a number the problem does not have
     assert reward("7*7=49,49-30=19=", answer) == 0.0
     assert reward("19=", answer) == 0.0 and reward("", answer) == 0.0
+    for junk in ("7*4=28,28-9=--19=", "7*4=28,28-9=1-9=", "7*4=28,28--9=19=", "7*4=28,,28-9=19=", "٧*4=28,28-9=19="):
+        assert reward(junk, answer) == 0.0  # malformed: scored 0, never an exception
     with pytest.raises(ValueError, match="not a Countdown answer"):
         countdown.reward("1+1=2,2+2=4=", "path:A>B")
 

@@ -443,3 +443,10 @@ def test_diversity_claims_pair_seeds_and_collapse_rows_divide_by_the_base():
     assert claims[diversity.CLAIMS["pass"]]["verdict"].startswith("not testable")  # identical: no spread
     shares = {r["arm"]: r for r in diversity.collapse_rows(cards)}
     assert shares["grpo_pp"]["step_entropy / base"] == 0.35 and shares["fr3e"]["distinct_correct_median / base"] == 1.0
+
+
+def test_an_arm_with_per_model_overrides_refuses_a_model_it_has_none_for():
+    bonus = studies.entropy_bonus("paths")
+    with pytest.raises(ValueError, match="per-model overrides"):
+        bonus.overrides_for("Qwen/Qwen2.5-7B")
+    assert studies.TOP_ENTROPY.overrides_for("anything") == ("optim.top_entropy_quantile=0.2",)

@@ -56,8 +56,13 @@ class Control:
     per_model: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def overrides_for(self, model: str) -> tuple[str, ...]:
-        """The overrides of this arm's runs of base model `model`: `overrides`, then that model's `per_model` ones."""
-        return (*self.overrides, *dict(self.per_model).get(model, ()))
+        """The overrides of this arm's runs of base model `model`: `overrides`, then that model's `per_model` ones
+        (a ValueError for a model the arm has no `per_model` entry for, rather than a silent default)."""
+        per_model = dict(self.per_model)
+        if per_model and model not in per_model:
+            raise ValueError(f"arm {self.arm!r} sets per-model overrides for {sorted(per_model)}, not for {model!r}; "
+                             "add an entry to its per_model")
+        return (*self.overrides, *per_model.get(model, ()))
 
 
 CONTROLS = {

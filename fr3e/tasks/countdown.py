@@ -6,12 +6,12 @@ trying combinations until one works.
                                                    one that reaches the target with '=')
 
 An attempt combines two of the numbers, then the result with the third, each operation `+`, `-` or `*` with
-the larger operand first (so no result is negative): 27 attempts per problem, of which the target problems
-have one or more that work. Only the last attempt is checked: it must use the three numbers, compute
+the larger operand first (so no result is negative): 27 attempts per problem (9 or 18 when numbers repeat), of
+which one or more reach the problem's target. Only the last attempt is checked: it must use the three numbers, compute
 correctly, reach the target and end with '='; the failed attempts before it are scratch work.
 
 The base models learn from randomised depth-first search (`sft_trace`): the attempts in a random order, cut
-after 1-4 of them, so a trace stops at the first attempt that works or gives up (about half the traces fail).
+after 1-4 of them, so a trace stops at the first attempt that works or gives up (about 83% give up).
 The first token of every attempt is a fork (which pair to combine, which operation), the length of a response
 is the number of attempts, and RL can learn both to choose better attempts and to keep trying.
 
@@ -22,8 +22,10 @@ is the number of attempts, and RL can learn both to choose better attempts and t
 | `hard`   | AIME24        | exactly 1 attempt that works    |
 | `train`  | DeepScaleR    | every problem not held out      |
 
-A hash of the key (`4 7 9>19`) holds `EVAL_FRACTION` of the problems out for evaluation. Measured as a
-candidate in reproduce/worlds/README.md; its base models are not shipped (they train on first use).
+A hash of the key (`4 7 9>19`) holds `EVAL_FRACTION` of the problems out for evaluation; the same three numbers
+appear in training with other targets, so a held-out problem's attempts can occur in training traces as failed
+ones (hash the numbers instead for a stricter split). Measured as a candidate in reproduce/worlds/README.md; its
+base models are not shipped (they train on first use).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
+import re
 from collections.abc import Iterator
 from functools import cache
 from typing import TYPE_CHECKING
@@ -167,13 +170,14 @@ def solution_key(text: str) -> str:
     return final_attempt(text) or text.strip()
 
 
+STEP = re.compile(r"(\d+)([-+*])(\d+)=(-?\d+)", re.ASCII)
+"""One step of an attempt: two operands, an operation, a result (negative only in a wrong attempt)."""
+
+
 def _parse_step(step: str) -> tuple[int, str, int, int] | None:
-    for op in OPS:
-        left, eq, result = step.partition("=")
-        a, sep, b = left.partition(op)
-        if eq and sep and a.isdigit() and b.isdigit() and result.lstrip("-").isdigit():
-            return int(a), op, int(b), int(result)
-    return None
+    """(a, op, b, result) of `a op b=result`; None for anything else (a malformed step scores 0, never raises)."""
+    m = STEP.fullmatch(step)
+    return (int(m[1]), m[2], int(m[3]), int(m[4])) if m else None
 
 
 def is_solution(attempt: str, numbers: tuple[int, int, int], target: int) -> bool:
